@@ -1,0 +1,3 @@
+# TSD + M_cls only (Table 3).
+_base_ = './tsd_pc.py'
+model = dict(roi_head=dict(tsd=dict(pc_loc=False)))

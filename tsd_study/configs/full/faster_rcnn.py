@@ -1,0 +1,8 @@
+# Faster R-CNN R50-FPN with the sibling head: the baseline of Tables 1, 5 and 9, with the paper's recipe.
+_base_ = [
+    'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/full_scale.py',
+    '../_base_/schedules/paper_13e.py',
+]
+model = dict(backbone=dict(norm_cfg=dict(type='SyncBN', requires_grad=True), norm_eval=False))

@@ -1,0 +1,3 @@
+# Table 5: ResNet-101 backbone.
+_base_ = './faster_rcnn.py'
+model = dict(backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))

@@ -1,0 +1,45 @@
+"""Study profiles: one code path, three scales. A profile picks the config tree, the dataset and the schedule length."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .definition import StudyError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a study's rows become runs at one scale.
+
+    Attributes:
+        name: profile name used on the command line and in notebooks.
+        config_dir: the packaged config tree its rows resolve in (``tsd_study/configs/<config_dir>/<row.config>.py``).
+        dataset: dataset reference for every run, or None to keep each config's ``tsd_dataset``.
+        max_iters: schedule length override for iteration-based configs, or None to keep the config's.
+        description: one line for ``tsd-study study list`` and the reports.
+    """
+
+    name: str
+    config_dir: str
+    dataset: str | None
+    max_iters: int | None
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    profile.name: profile for profile in (
+        Profile("full", "full", None, None,
+                "COCO 2017, the paper's recipe (13 epochs, batch 32), 16 GPUs through SLURM"),
+        Profile("cpu", "cpu", None, None,
+                "the synthetic shapes dataset, EfficientNet-Lite0 / small backbones, minutes per run on 2 CPU cores"),
+        Profile("smoke", "cpu", "shapes:48", 6,
+                "the CPU configs on 48 shapes images for 6 iterations: seconds per run, for tests"),
+    )
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; an error lists the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise StudyError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
