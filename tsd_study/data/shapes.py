@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from tsd_study.atomic import write_json_atomic
 from tsd_study.data.spec import (
     AREA_BUCKETS,
     DEFAULT_VAL_FRACTION,
@@ -35,7 +36,6 @@ from tsd_study.data.spec import (
     SplitFiles,
     area_bucket,
     split_sizes,
-    write_json_atomic,
     write_manifest,
 )
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tsd_study.atomic import write_json_atomic
 
 MANIFEST_NAME = "dataset.json"
 DEFAULT_VAL_FRACTION = 0.2
@@ -62,18 +63,6 @@ def split_sizes(num_images: int, val_fraction: float) -> tuple[int, int]:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     num_val = min(max(round(num_images * val_fraction), 1), num_images - 1)
     return num_images - num_val, num_val
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write `obj` as compact json to `path` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp_path.write_text(json.dumps(obj, separators=(",", ":")), encoding="utf-8")
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def load_json(path: Path) -> Any:

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from tsd_study.atomic import write_json_atomic
 from tsd_study.data.spec import (
     DEFAULT_VAL_FRACTION,
     DatasetError,
     DatasetSpec,
     SplitFiles,
     split_sizes,
-    write_json_atomic,
     write_manifest,
 )
 

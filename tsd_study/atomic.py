@@ -1,0 +1,39 @@
+"""Atomic file writes: a reader, or a process killed at any instant, sees the old file or the new one, never a torn one.
+
+Each write goes to a unique temporary file in the same directory, is flushed and fsync-ed, then renamed over the
+target with ``os.replace`` (atomic on POSIX file systems).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, creating its directory if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with UTF-8 ``text`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
+    """Replace ``path`` with ``obj`` as JSON atomically: compact (byte-stable) by default, indented on request."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    write_text_atomic(path, json.dumps(obj, indent=indent, separators=separators))
