@@ -17,7 +17,7 @@ MMCV_BUILD_FLAGS := MMCV_WITH_OPS=1 MAX_JOBS=$(shell nproc) CFLAGS="-DNDEBUG -O3
 
 PROFILE ?= cpu
 
-.PHONY: setup reproduce test lab clean-venv
+.PHONY: setup setup-gpu system-deps reproduce test lab lock clean-venv
 
 setup: $(STAMP)
 
@@ -35,14 +35,40 @@ $(STAMP): constraints.txt pyproject.toml
 	@touch $@
 	@echo "environment ready: $(VENV)"
 
+# In the activated conda environment of environment.yml (a GPU cluster): mmcv with CUDA ops, then tsd-study.
+setup-gpu:
+	@python -c "import torch, shutil, sys; cuda = torch.version.cuda; nvcc = shutil.which('nvcc'); \
+	  sys.exit(None if cuda and nvcc else 'setup-gpu needs the CUDA build of torch and nvcc (conda env of environment.yml)')"
+	MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=$(shell nproc) python -m pip install --no-build-isolation --no-deps \
+	  -c constraints.txt mmcv==$(call pin,mmcv)
+	python -m pip install --no-deps -e .
+
 reproduce: setup
 	$(BIN)/tsd-study reproduce --profile $(PROFILE)
 
-test: setup
-	$(BIN)/python -m pytest
+# Debian packages the tests drive (a real browser for the rendered report); the SLURM tests install their own.
+# Without root or apt-get the browser tests skip, and say why in the test summary.
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (Debian) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver >/dev/null; \
+	else echo "note: chromium not installed and no root/apt-get: the browser tests will be skipped"; fi
+
+test: setup system-deps
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status; }
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
+
+# After adding or upgrading a dependency in the venv: rewrite constraints.txt as the full lock of the CPU environment.
+lock:
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(PIP) freeze --all --exclude-editable | grep -v '^pip==' | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/' -e 's|^mmcv @ .*|mmcv==$(call pin,mmcv)|'; \
+	  echo "torchvision==$(call pin,torchvision)"; } | awk '/^#/ || !seen[tolower($$0)]++' > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean-venv:
 	rm -rf $(VENV)
