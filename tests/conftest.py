@@ -1,0 +1,32 @@
+"""Fixtures shared by the test suite."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from slurm_fixtures import local_slurm  # noqa: F401  (the real local SLURM cluster, started once per session)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The test data beside the project (../shared/data: voc100, coco_eval_ref), required by the suite."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the project checkout")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated datasets (shapes refs) go to one temporary data home per test session, shared by its jobs."""
+    home = tmp_path_factory.mktemp("data-home")
+    previous = os.environ.get("TSD_STUDY_DATA")
+    os.environ["TSD_STUDY_DATA"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("TSD_STUDY_DATA", None)
+    else:
+        os.environ["TSD_STUDY_DATA"] = previous

@@ -1,0 +1,81 @@
+"""Real training through the CLI: the CPU baseline on shapes (train, resume, test) and on the VOC-100 photos."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import tsd_study.checkpoint_compat  # noqa: F401  (what makes the weights_only load below work)
+
+SMOKE_DATASET = "shapes:48"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the console command in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "tsd_study.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def last_checkpoint(work_dir: Path) -> Path:
+    return Path((work_dir / "last_checkpoint").read_text().strip())
+
+
+@pytest.mark.slow
+def test_baseline_trains_resumes_and_tests(tmp_path: Path) -> None:
+    work_dir = tmp_path / "baseline"
+    trained = run_cli("train", "cpu/faster_rcnn", "--dataset", SMOKE_DATASET, "--max-iters", "4",
+                        "--work-dir", str(work_dir))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = last_checkpoint(work_dir)
+    assert checkpoint.name == "iter_4.pth"
+    # torch >= 2.6 loads with weights_only=True: the checkpoint's mmengine objects must be allowed, no env variable.
+    assert torch.load(checkpoint, weights_only=True)["meta"]["iter"] == 4
+
+    resumed = run_cli("train", "cpu/faster_rcnn", "--dataset", SMOKE_DATASET, "--max-iters", "6",
+                        "--work-dir", str(work_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in (resumed.stdout + resumed.stderr).lower()
+    assert last_checkpoint(work_dir).name == "iter_6.pth"
+
+    tested = run_cli("test", "cpu/faster_rcnn", str(last_checkpoint(work_dir)), "--dataset", SMOKE_DATASET,
+                       "--work-dir", str(tmp_path / "test"))
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    metrics = json.loads(tested.stdout.strip().splitlines()[-1])
+    assert 0.0 <= metrics["coco/bbox_mAP_50"] <= 1.0
+
+
+@pytest.mark.slow
+def test_voc100_photos_convert_and_train(tmp_path: Path, shared_data: Path) -> None:
+    voc = shared_data / "voc100"
+    dataset = tmp_path / "voc100"
+    converted = run_cli("data", "voc2coco", "--xml", str(voc / "gts" / "pascalvoc_format"),
+                          "--images", str(voc / "images"), "--out", str(dataset))
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    work_dir = tmp_path / "work"
+    trained = run_cli("train", "cpu/tsd_pc", "--dataset", str(dataset), "--max-iters", "3",
+                      "--work-dir", str(work_dir))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert last_checkpoint(work_dir).name == "iter_3.pth"
+    assert "coco/bbox_mAP" in trained.stdout + trained.stderr
+
+
+def test_bad_dataset_fails_before_training(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.json").write_text("{not json")
+    (broken / "val.json").write_text("{}")
+    result = run_cli("train", "cpu/faster_rcnn", "--dataset", str(broken), "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "train.json" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_bad_switch_names_the_key(tmp_path: Path) -> None:
+    result = run_cli("train", "cpu/tsd_pc", "--dataset", SMOKE_DATASET, "--work-dir", str(tmp_path / "w"),
+                       "--cfg-options", "model.roi_head.tsd.cls_manner=diagonal")
+    assert result.returncode == 2
+    assert "model.roi_head.tsd.cls_manner" in result.stderr
