@@ -61,7 +61,7 @@ def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: 
 
 
 def set_max_iters(cfg: Config, max_iters: int) -> None:
-    """Shorten or lengthen an iteration-based schedule, scaling its LR steps and checkpoint interval with it."""
+    """Shorten or lengthen an iteration-based schedule; LR steps and the checkpoint interval scale with it."""
     loop = cfg.train_cfg
     if loop.get("type") != "IterBasedTrainLoop":
         raise ConfigError(f"train_cfg.type: max_iters needs an IterBasedTrainLoop, this config has {loop.get('type')}")
@@ -77,7 +77,7 @@ def set_max_iters(cfg: Config, max_iters: int) -> None:
         schedulers.append(scheduler)
     cfg.param_scheduler = schedulers
     checkpoint = cfg.default_hooks.checkpoint
-    checkpoint.interval = min(checkpoint.interval, max_iters)
+    checkpoint.interval = min(max(1, round(checkpoint.interval * scale)), max_iters)
 
 
 def train(cfg: Config, resume: bool = False) -> Runner:

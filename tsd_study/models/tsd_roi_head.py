@@ -63,8 +63,8 @@ class TSDRoIHead(StandardRoIHead):
                 **same_levels, **self._derived_roi_extractor_cfg))
 
     def _bbox_forward(self, x: tuple[Tensor, ...], rois: Tensor) -> dict:
-        """Features of P, P_c and P_r, the TSD predictions, ``reg_rois`` (the boxes the regression is relative to)
-        and, in training with joint sibling training, the sibling predictions on P."""
+        """Features of P, the TSD predictions, the predicted offsets, ``reg_rois`` (the boxes the regression is
+        relative to: P_r, or P) and, in training with joint sibling training, the sibling predictions on P."""
         head = self.bbox_head
         feats = self.bbox_roi_extractor(x[:self.bbox_roi_extractor.num_inputs], rois)
         reg_levels = getattr(x, "reg", None)
@@ -80,7 +80,8 @@ class TSDRoIHead(StandardRoIHead):
         reg_rois = rois
         if self.switches.reg_manner == "prop":
             reg_rois = translate_rois(rois, reg_offsets, self.switches.gamma)
-        results = dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=feats, reg_rois=reg_rois)
+        results = dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=feats, reg_rois=reg_rois,
+                       cls_offsets=cls_offsets, reg_offsets=reg_offsets)
         if self.training and head.sibling_head is not None:
             results["sibling_cls_score"], results["sibling_bbox_pred"] = head.sibling_head(feats)
         return results
