@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,15 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("TSD_STUDY_DATA", None)
     else:
         os.environ["TSD_STUDY_DATA"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_thread() -> Iterator[None]:
+    """Run the in-process tiny models on one thread: a second one buys nothing at these sizes, and on a shared
+    2-core machine OpenMP's waits for a descheduled thread make the suite several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

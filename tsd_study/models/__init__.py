@@ -1,9 +1,9 @@
 """The TSD plugin for mmdetection 3.x: load it with ``custom_imports = dict(imports=['tsd_study.models'])``."""
 from tsd_study import checkpoint_compat  # noqa: F401  (mmengine checkpoints load under torch's weights_only default)
 
+from .deform_roi_extractor import DeformRoIExtractor
 from .deform_roi_pool import DeformRoIPool, deform_roi_pool
 from .efficientnet_lite import EfficientNetLite
-from .deform_roi_extractor import DeformRoIExtractor
 from .offset_predictor import TSDOffsetPredictor
 from .progressive_constraint import classification_constraint, localization_constraint
 from .switches import SwitchError, TSDSwitches
@@ -12,7 +12,7 @@ from .tsd_bbox_head import TSDBBoxHead
 from .tsd_roi_head import TSDRoIHead, translate_rois
 
 __all__ = [
-    "DeformRoIPool", "DeformRoIExtractor", "SwitchError", "TSDBBoxHead", "TSDOffsetPredictor", "TSDRoIHead",
-    "TSDSwitches", "TaskFeatures", "TaskSplitBackbone", "TaskSplitNeck", "classification_constraint",
+    "DeformRoIExtractor", "DeformRoIPool", "EfficientNetLite", "SwitchError", "TSDBBoxHead", "TSDOffsetPredictor",
+    "TSDRoIHead", "TSDSwitches", "TaskFeatures", "TaskSplitBackbone", "TaskSplitNeck", "classification_constraint",
     "deform_roi_pool", "localization_constraint", "translate_rois",
 ]

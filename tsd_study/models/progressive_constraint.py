@@ -14,7 +14,8 @@ from torch import Tensor
 def _margin_hinge(sibling_value: Tensor, tsd_value: Tensor, margin: float, clamp: bool) -> Tensor:
     sibling_value = sibling_value.detach()
     margins = torch.clamp(1.0 - sibling_value, max=margin) if clamp else torch.full_like(sibling_value, margin)
-    return torch.relu(sibling_value - tsd_value + margins).mean()
+    hinge = torch.relu(sibling_value - tsd_value + margins)
+    return hinge.sum() / max(hinge.numel(), 1)  # 0, not NaN, when no RoI was sampled
 
 
 def classification_constraint(sibling_scores: Tensor, tsd_scores: Tensor, labels: Tensor, margin: float,

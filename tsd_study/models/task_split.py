@@ -39,13 +39,14 @@ class TaskSplitBackbone(BaseModule):
     def __init__(self, backbone: dict, split_stride: int) -> None:
         super().__init__()
         self.body = MODELS.build(backbone)
+        stages = _stages(self.body)
         stage_strides = _stage_strides(self.body)
         if split_stride not in stage_strides:
             raise ValueError(f"model.backbone.split_stride: {split_stride} is not a stage stride of "
                              f"{backbone.get('type')} {stage_strides}")
         self.split_stride = split_stride
         self.split_index = stage_strides.index(split_stride) + 1
-        self.reg_stages = nn.ModuleList(copy.deepcopy(stage) for stage in _stages(self.body)[self.split_index:])
+        self.reg_stages = nn.ModuleList(copy.deepcopy(stage) for stage in stages[self.split_index:])
 
     def init_weights(self) -> None:
         """Initialise the backbone as configured, then give the localization stages the same weights."""
@@ -111,12 +112,18 @@ def _stem(body: nn.Module, x: Tensor) -> Tensor:
 
 @MODELS.register_module()
 class TaskSplitNeck(BaseModule):
-    """Two copies of a neck (e.g. FPN), one per task, on the outputs of :class:`TaskSplitBackbone`."""
+    """Two copies of a neck (e.g. FPN), one per task, on the outputs of :class:`TaskSplitBackbone`; like the
+    duplicated backbone stages, both start from the same weights."""
 
     def __init__(self, neck: dict) -> None:
         super().__init__()
         self.cls_neck = MODELS.build(neck)
         self.reg_neck = MODELS.build(neck)
+
+    def init_weights(self) -> None:
+        """Initialise the classification neck as configured and copy it into the localization neck."""
+        self.cls_neck.init_weights()
+        self.reg_neck.load_state_dict(self.cls_neck.state_dict())
 
     def forward(self, inputs: tuple[tuple[Tensor, ...], tuple[Tensor, ...]]) -> TaskFeatures:
         cls_levels, reg_levels = inputs

@@ -137,7 +137,8 @@ class TSDRoIHead(StandardRoIHead):
         """The (p, 4) deltas of each RoI's target class (class-specific regression) or the shared ones."""
         if self.bbox_head.reg_class_agnostic:
             return bbox_pred
-        return bbox_pred.view(bbox_pred.size(0), -1, 4)[torch.arange(labels.numel(), device=labels.device), labels]
+        per_class = bbox_pred.view(bbox_pred.size(0), self.bbox_head.num_classes, 4)
+        return per_class[torch.arange(labels.numel(), device=labels.device), labels]
 
 
 def _assigned_gt_boxes(sampling_results: list[SamplingResult]) -> Tensor:

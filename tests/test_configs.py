@@ -1,0 +1,136 @@
+"""Tests for the packaged configs: they parse with valid switches, the profiles share their cells byte for byte,
+every study row resolves in every profile it runs in (overrides and Table 4's switch columns included), and the
+full-scale Table 1 models have the paper's parameter counts."""
+from __future__ import annotations
+
+import ast
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mmengine.config import Config
+
+from model_fixtures import fast_mmdet_bases, packaged_config
+from tsd_study.cli import main
+from tsd_study.models import TSDSwitches
+from tsd_study.runner import CONFIG_ROOT, PROFILES
+from tsd_study.studies import load_study, study_names
+from tsd_study.studies.profiles import PROFILES as STUDY_PROFILES
+
+PARAMS_TOLERANCE = 0.02  # Table 1's parameter column, relative
+PAPER_MARGINS = (0.2, 0.2)  # m_c, m_r of the paper's ablations (TSD_METHOD.md, "Progressive constraint")
+RELEASED_RECIPE = "full/tsd_released"
+# A profile's root configs build on its scale base (dataset, schedule, machine); every other config is a switch delta.
+SCALE_BASE = "../_base_/{profile}_scale.py"
+# Table 4's switch columns (PAPER_TABLES / definitions/table4.yaml) in the words of TSDSwitches.
+MANNERS = {"Point.w": "point", "Prop.w": "prop", "-": "none"}
+
+
+def config_names() -> list[str]:
+    return sorted(f"{profile}/{path.stem}" for profile in PROFILES for path in (CONFIG_ROOT / profile).glob("*.py"))
+
+
+def bases(path: Path) -> list[str]:
+    """The ``_base_`` entries a config file names."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "_base_" for target in node.targets):
+            value = ast.literal_eval(node.value)
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+def is_profile_root(path: Path) -> bool:
+    return SCALE_BASE.format(profile=path.parent.name) in bases(path)
+
+
+def shared_cells() -> list[str]:
+    """File names present in every profile and a profile root in none of them: the switch deltas."""
+    shared = set.intersection(*({path.name for path in (CONFIG_ROOT / profile).glob("*.py")} for profile in PROFILES))
+    return sorted(name for name in shared
+                  if not any(is_profile_root(CONFIG_ROOT / profile / name) for profile in PROFILES))
+
+
+def has_key(cfg: Config, dotted: str) -> bool:
+    node = cfg.to_dict()
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+@pytest.mark.parametrize("name", config_names())
+def test_packaged_config_parses(name: str) -> None:
+    """Every config parses; a TSD head's switches pass validation, with the paper's ablation margins
+    m_c = m_r = 0.2 everywhere but in the released recipe, which keeps every released switch."""
+    model = packaged_config(name).model
+    assert model.type in ("FasterRCNN", "MaskRCNN")
+    if model.roi_head.type != "TSDRoIHead":
+        return
+    switches = TSDSwitches.from_config(model.roi_head.get("tsd"))
+    if name == RELEASED_RECIPE:
+        assert switches == TSDSwitches()
+    else:
+        assert (switches.margin_cls, switches.margin_loc) == PAPER_MARGINS
+
+
+def test_profiles_have_roots_and_shared_cells() -> None:
+    for profile in PROFILES:
+        assert is_profile_root(CONFIG_ROOT / profile / "faster_rcnn.py")
+    assert len(shared_cells()) >= 10
+
+
+@pytest.mark.parametrize("name", shared_cells())
+def test_shared_cell_is_identical_in_every_profile(name: str) -> None:
+    """A cell is the same switch delta in each profile, resolved against that profile's own base."""
+    contents = {(CONFIG_ROOT / profile / name).read_bytes() for profile in PROFILES}
+    assert len(contents) == 1
+    datasets = [packaged_config(f"{profile}/{Path(name).stem}").tsd_dataset for profile in PROFILES]
+    assert datasets == [packaged_config(f"{profile}/faster_rcnn").tsd_dataset for profile in PROFILES]
+    assert len(set(datasets)) == len(PROFILES)
+
+
+def test_every_study_row_names_an_existing_config() -> None:
+    missing = [f"{study}: {row.id} -> {profile.config_dir}/{row.config}.py"
+               for study in study_names() for profile in STUDY_PROFILES.values()
+               for row in load_study(study).rows_for(profile.name)
+               if row.config and not (CONFIG_ROOT / profile.config_dir / f"{row.config}.py").is_file()]
+    assert missing == []
+
+
+def test_row_overrides_set_existing_keys_to_valid_switches() -> None:
+    checked = 0
+    for study in study_names():
+        for profile in PROFILES:
+            for row in load_study(study).rows_for(profile):
+                if not row.overrides:
+                    continue
+                cfg = packaged_config(f"{profile}/{row.config}")
+                assert [key for key in row.overrides if not has_key(cfg, key)] == [], f"{study}: {row.id}"
+                cfg.merge_from_dict(row.overrides)
+                TSDSwitches.from_config(cfg.model.roi_head.tsd)
+                checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_table4_switch_columns_match_the_configs(profile: str) -> None:
+    """Rows with PC are jointly trained with both terms on, rows without have no sibling head; the manners match."""
+    for row in load_study("table4").rows_for(profile):
+        switches = TSDSwitches.from_config(packaged_config(f"{profile}/{row.config}").model.roi_head.tsd)
+        with_pc = bool(row.switches["PC"])
+        assert (switches.pc_cls, switches.pc_loc, switches.joint_sibling) == (with_pc,) * 3, row.id
+        assert (switches.cls_manner, switches.reg_manner) == (
+            MANNERS[row.switches["P_c"]], MANNERS[row.switches["P_r"]]), row.id
+
+
+def test_params_table1_matches_the_paper(capsys: pytest.CaptureFixture[str]) -> None:
+    """``tsd-study params table1``: every full-scale row within 2% of the paper's parameter column."""
+    with fast_mmdet_bases():
+        assert main(["params", "table1"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("row")
+    paper = {row.name: row.paper["params_M"] for row in load_study("table1").rows_for("full")}
+    assert sorted(table.index) == sorted(paper)
+    for name, paper_params in paper.items():
+        assert table.loc[name, "params_M"] == pytest.approx(paper_params, rel=PARAMS_TOLERANCE), name
