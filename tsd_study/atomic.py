@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+FILE_MODE = 0o644  # what a plain open() gives under the usual umask; mkstemp alone would make the file private
+
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically, creating its directory if needed."""
@@ -18,6 +20,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(descriptor, FILE_MODE)
         with os.fdopen(descriptor, "wb") as tmp:
             tmp.write(data)
             tmp.flush()

@@ -18,6 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tsd-study`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # see tsd_study.runner.line_buffered_output
+        stream.reconfigure(line_buffering=True)
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as error:  # our input errors: say what is wrong, no traceback
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_params(commands)
     _add_bench(commands)
+    _add_study(commands)
+    _add_reproduce(commands)
     return parser
 
 
@@ -103,6 +107,84 @@ def _add_bench(commands) -> None:
     pool.add_argument("--channels", type=int, default=256)
     pool.add_argument("--repeats", type=int, default=5)
     pool.add_argument("--device", default="cpu")
+    head = _command(bench, "head", _bench_head,
+                    "inference (forward + NMS) and training-step time of TSD + PC over the sibling baseline")
+    head.add_argument("--baseline", default="full/faster_rcnn", help="baseline config")
+    head.add_argument("--tsd", default="full/tsd_pc", help="TSD config")
+    head.add_argument("--height", type=int, default=800)
+    head.add_argument("--width", type=int, default=1216)
+    head.add_argument("--images", type=int, default=10, help="timed inference images")
+    head.add_argument("--train-steps", type=int, default=4)
+    head.add_argument("--device", default="cpu")
+
+
+def _add_study(commands) -> None:
+    from tsd_study.studies.profiles import PROFILES
+
+    study = commands.add_parser("study", help="plan, run and follow the paper's studies").add_subparsers(
+        dest="study_command", required=True, metavar="STUDY_COMMAND")
+    _command(study, "list", _study_list, "the studies, their rows and the profiles that train them")
+    plan = _command(study, "plan", _study_plan, "the distinct runs studies need, shared runs, what exists already")
+    run = _command(study, "run", _study_run, "train and evaluate every run studies need that is not finished")
+    for sub in (plan, run):
+        sub.add_argument("studies", nargs="+", metavar="NAME", help="study names (e.g. table2) or 'all'")
+        sub.add_argument("--profile", required=True, choices=list(PROFILES))
+        sub.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+        sub.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    run.add_argument("--executor", choices=("local", "slurm"), default="local")
+    run.add_argument("--site", help="SLURM site profile: a name under cluster/sites/ or a yaml file")
+    run.add_argument("--max-concurrent", type=int,
+                     help="jobs at a time (default: the CPU count locally, the site's max_concurrent on SLURM)")
+    run.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
+    run.add_argument("--profile-overhead", action="store_true",
+                     help="print the share of wall time spent outside training and evaluation")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    status = _command(study, "status", _study_status, "one line per run of the store: state, rows, metrics")
+    status.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    _add_study_collect(study)
+
+
+def _add_study_collect(study) -> None:
+    from tsd_study.studies.profiles import PROFILES
+
+    collect = _command(study, "collect", _study_collect,
+                       "a study's table from the run store: ours (mean, t-interval over seeds), the paper's, the gap")
+    collect.add_argument("study", metavar="NAME", help="a study name, e.g. table1")
+    collect.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    collect.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+    collect.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    collect.add_argument("--csv", type=Path, help="also write the long table (one line per row and metric) here")
+
+
+def _add_reproduce(commands) -> None:
+    from tsd_study.studies.profiles import PROFILES
+
+    reproduce = _command(commands, "reproduce", _reproduce,
+                         "train every study of a profile, run its notebooks and render results/<profile>/")
+    reproduce.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    reproduce.add_argument("--executor", choices=("local", "slurm"), default="local")
+    reproduce.add_argument("--site", default="local", help="SLURM site profile (slurm executor only)")
+    reproduce.add_argument("--only", type=lambda text: text.split(","), metavar="NAME,...",
+                           help="only these notebooks (e.g. table1,table9); skips the overview")
+    reproduce.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+    reproduce.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    reproduce.add_argument("--out", type=Path, help="report directory (default: results/<profile>)")
+    reproduce.add_argument("--max-concurrent", type=int, help="jobs at a time (default: the executor's)")
+    reproduce.add_argument("--no-pages", dest="pages", action="store_false",
+                           help="executed notebooks and CSV tables only: no HTML pages, index or figure files")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(seed) for seed in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
+def _study_names(names: list[str]) -> list[str]:
+    from tsd_study.studies import study_names
+
+    return study_names() if names == ["all"] else names
 
 
 def _data_shapes(args: argparse.Namespace) -> int:
@@ -147,7 +229,7 @@ def _test(args: argparse.Namespace) -> int:
 
     cfg = runner.load_config(args.config, dataset=args.dataset, cfg_options=args.cfg_options, work_dir=args.work_dir)
     metrics = runner.test(cfg, args.checkpoint)
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics))  # the last line of stdout, after mmengine's log
     return 0
 
 
@@ -170,6 +252,89 @@ def _bench_pool(args: argparse.Namespace) -> int:
     from tsd_study.bench.pool import bench_pool
 
     bench_pool(num_rois=args.rois, channels=args.channels, repeats=args.repeats, device=args.device)
+    return 0
+
+
+def _study_list(args: argparse.Namespace) -> int:
+    from tsd_study.runs.listing import format_studies
+
+    print(format_studies())
+    return 0
+
+
+def _study_plan(args: argparse.Namespace) -> int:
+    from tsd_study.runs import RunStore, plan
+    from tsd_study.runs.listing import format_plan
+
+    print(format_plan(plan(_study_names(args.studies), args.profile, args.seeds), RunStore(args.store)))
+    return 0
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    import time
+    from datetime import datetime, timezone
+
+    from tsd_study.launch import make_backend, run_plan
+    from tsd_study.launch.overhead import measure_overhead
+    from tsd_study.runs import RunStore, plan
+    from tsd_study.runs.listing import format_outcome
+
+    started, began = datetime.now(timezone.utc), time.perf_counter()
+    store = RunStore(args.store)
+    backend = make_backend(args.executor, store, site=args.site, max_concurrent=args.max_concurrent)
+    study_plan = plan(_study_names(args.studies), args.profile, args.seeds)
+    states = run_plan(study_plan, store, backend, force=args.force, progress=args.progress)
+    wall_seconds = time.perf_counter() - began
+    print(format_outcome(store, states))
+    if args.profile_overhead:
+        run_dirs = [store.run(run_id) for run_id in states]
+        print(measure_overhead(run_dirs, started, wall_seconds, backend.max_concurrent).describe())
+    return 0 if set(states.values()) <= {"finished"} else 1
+
+
+def _study_status(args: argparse.Namespace) -> int:
+    from tsd_study.runs import RunStore
+    from tsd_study.runs.listing import format_status
+
+    print(format_status(RunStore(args.store)))
+    return 0
+
+
+def _study_collect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tsd_study.atomic import write_text_atomic
+    from tsd_study.report import collect
+
+    results = collect(args.study, args.profile, args.seeds, args.store)
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", None):
+        print(results.display_table().to_string())
+    for (row, seed), error in results.errors().items():
+        print(f"{row} seed {seed} failed: {error.strip().splitlines()[-1]}")
+    if args.csv:
+        write_text_atomic(args.csv, results.table().to_csv(index=False))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from tsd_study.report.reproduce import reproduce
+
+    outcome = reproduce(args.profile, executor=args.executor, site=args.site, only=args.only, store=args.store,
+                        out=args.out, seeds=",".join(map(str, args.seeds)), max_concurrent=args.max_concurrent,
+                        pages=args.pages)
+    print(f"report: {outcome.out / 'index.html' if args.pages else outcome.out}")
+    for name, error in outcome.failed_notebooks.items():
+        print(f"notebook {name} raised {error}", file=sys.stderr)
+    if outcome.unfinished_runs:
+        print(f"{len(outcome.unfinished_runs)} run(s) did not finish: see `tsd-study study status`", file=sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def _bench_head(args: argparse.Namespace) -> int:
+    from tsd_study.bench.head import bench_head
+
+    bench_head(baseline=args.baseline, tsd=args.tsd, height=args.height, width=args.width, num_images=args.images,
+               train_steps=args.train_steps, device=args.device)
     return 0
 
 

@@ -58,8 +58,10 @@ def describe_derived_proposals(model: torch.nn.Module, batch: dict, max_detectio
     for image_index, sample in enumerate(data["data_samples"]):
         in_image = (rois[:, 0] == image_index) & (scores >= score_thr)
         candidates = in_image.nonzero(as_tuple=True)[0]
-        _, kept = batched_nms(boxes[candidates], scores[candidates], labels[candidates], dict(iou_threshold=0.5))
-        chosen = candidates[kept[:max_detections]]
+        chosen = candidates
+        if len(candidates):  # mmcv's batched_nms fails on no boxes
+            _, kept = batched_nms(boxes[candidates], scores[candidates], labels[candidates], dict(iou_threshold=0.5))
+            chosen = candidates[kept[:max_detections]]
         scale_x, scale_y = sample.metainfo["scale_factor"]
         to_image = rois.new_tensor([scale_x, scale_y, scale_x, scale_y])
         detections = [{
@@ -74,14 +76,23 @@ def describe_derived_proposals(model: torch.nn.Module, batch: dict, max_detectio
 
 
 def dump_derived_proposals(model: torch.nn.Module, batches: Iterable[dict], path: Path, num_images: int = 4,
-                           classes: tuple[str, ...] = ()) -> None:
-    """Write ``describe_derived_proposals`` for the first ``num_images`` images of ``batches`` to ``path`` (JSON)."""
-    images: list[dict] = []
+                           classes: tuple[str, ...] = (), max_scanned: int = 64) -> None:
+    """Write ``describe_derived_proposals`` of ``num_images`` images of ``batches`` to ``path`` (JSON).
+
+    Images with detections come first: up to ``max_scanned`` images are looked at to find them, and images without
+    any fill the remaining places (an undertrained model may detect nothing).
+    """
+    with_detections: list[dict] = []
+    without: list[dict] = []
+    scanned = 0
     for batch in batches:
-        images.extend(describe_derived_proposals(model, batch))
-        if len(images) >= num_images:
+        for image in describe_derived_proposals(model, batch):
+            (with_detections if image["detections"] else without).append(image)
+            scanned += 1
+        if len(with_detections) >= num_images or scanned >= max_scanned:
             break
+    images = (with_detections + without)[:num_images]
     write_json_atomic(path, {"classes": list(classes), "gamma": model.roi_head.switches.gamma,
                              "cls_manner": model.roi_head.switches.cls_manner,
-                             "reg_manner": model.roi_head.switches.reg_manner, "images": images[:num_images]},
+                             "reg_manner": model.roi_head.switches.reg_manner, "images": images},
                       indent=1)

@@ -1,0 +1,325 @@
+"""The training job of one run: train (resuming from the last checkpoint), evaluate on val, write metrics.json.
+
+The executors submit ``TrainJob()(run_dir)``; everything a job needs is in its run directory. This is the one module
+of the study engine (runs/, launch/, jobs) that builds mmengine Runners.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import traceback
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner
+
+from tsd_study import runner as tsd_runner
+from tsd_study.atomic import write_bytes_atomic
+from tsd_study.bench.latency import measure_latency
+from tsd_study.launch.executors import THREADS_VARIABLE
+from tsd_study.metrics import IOU_TYPES, evaluate_coco
+from tsd_study.models.derived_proposals import dump_derived_proposals
+from tsd_study.models.tsd_roi_head import TSDRoIHead
+from tsd_study.runs.manifest import build_manifest
+from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunStatus, now
+
+LATENCY_IMAGES = 30
+LATENCY_WARMUP = 5
+DERIVED_PROPOSAL_IMAGES = 4
+PREDICTIONS_PREFIX = "predictions"
+CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pth")
+MASTER_PORT_BASE = 20000  # distributed jobs pick MASTER_PORT_BASE + SLURM job id % MASTER_PORT_RANGE
+MASTER_PORT_RANGE = 20000
+
+TrainingObserver = Callable[[Runner | None], None]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where this process runs: the submitit executor (``direct`` outside submitit), job id and task rank."""
+
+    executor: str
+    job_id: str | None
+    rank: int
+    num_tasks: int
+    hostnames: tuple[str, ...]
+
+    @classmethod
+    def current(cls) -> JobContext:
+        executor = os.environ.get("SUBMITIT_EXECUTOR")
+        if not executor:
+            return cls("direct", None, 0, 1, (socket.gethostname(),))
+        environment = submitit.JobEnvironment()
+        return cls(executor, environment.job_id, environment.global_rank, environment.num_tasks,
+                   tuple(environment.hostnames))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None = None) -> dict[str, Any]:
+    """Train and evaluate the run in ``run_dir`` unless it is finished; returns its metrics.json content.
+
+    The run's lock is held throughout, so a second process given the same run waits, then returns the metrics the
+    first one wrote. Training resumes from the newest complete checkpoint in ``work/``. On failure the status records
+    the exception and the log tail, and the exception propagates. ``on_training`` sees the Runner while it trains
+    (then None).
+    """
+    run = RunDir(run_dir)
+    context = JobContext.current()
+    _limit_threads()
+    tsd_runner.line_buffered_output()
+    if not context.is_main:  # the other tasks of a distributed job train alongside task 0, which keeps the books
+        return run.metrics() or _train_and_evaluate(run, context, on_training)
+    with run.training_lock():
+        finished = run.metrics()
+        if finished is not None:
+            return finished
+        _start_attempt(run, context)
+        try:
+            metrics = _train_and_evaluate(run, context, on_training)
+        except Exception as error:
+            _record_failure(run, error)
+            raise
+        _finish(run, metrics)
+        return metrics
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """The submitit callable ``TrainJob()(run_dir)``. On preemption or timeout submitit calls ``checkpoint``: the live
+    Runner is saved and the job requeued, to resume from that checkpoint with the iteration count continuing.
+    """
+
+    def __init__(self) -> None:
+        self._runner: Runner | None = None
+
+    def __call__(self, run_dir: Path | str) -> dict[str, Any]:
+        return train_and_evaluate(run_dir, on_training=self._watch)
+
+    def _watch(self, runner: Runner | None) -> None:
+        self._runner = runner
+
+    def checkpoint(self, run_dir: Path | str) -> submitit.helpers.DelayedSubmission:
+        """Save the training state now and requeue this run; the resumed attempt redoes the interrupted iteration.
+
+        Called by submitit from its signal handler, in task 0 only.
+        """
+        run = RunDir(run_dir)
+        if self._runner is not None:
+            save_checkpoint_now(self._runner)
+        _, resume_iter = latest_checkpoint(run.work_dir)
+
+        def requeued(status: RunStatus) -> None:
+            status.state = "queued"
+            status.end_attempt("requeued", end_iter=resume_iter)
+
+        run.update_status(requeued)
+        return submitit.helpers.DelayedSubmission(TrainJob(), run_dir)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # never the live Runner
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._runner = None
+
+
+def save_checkpoint_now(runner: Runner) -> None:
+    """Save ``runner``'s state as ``iter_<completed iterations>.pth``, atomically, unless a checkpoint that far exists.
+
+    A signal can land after the checkpoint hook saved iteration N + 1 but before the loop counted it: that
+    checkpoint is then the better one.
+    """
+    completed, work_dir = runner.iter, Path(runner.work_dir)
+    if latest_checkpoint(work_dir)[1] >= completed:
+        return
+    partial = f".iter_{completed}.pth.partial"
+    runner.save_checkpoint(str(work_dir), filename=partial, meta=dict(iter=completed, epoch=runner.epoch))
+    os.replace(work_dir / partial, work_dir / f"iter_{completed}.pth")
+
+
+def latest_checkpoint(work_dir: Path) -> tuple[Path | None, int]:
+    """The checkpoint with the most iterations whose file is complete, and that count ((None, 0) without one).
+
+    A process killed while torch wrote a checkpoint leaves a zip without its central directory, which is skipped.
+    """
+    found = [(int(match.group(1)), path) for path in work_dir.glob("iter_*.pth")
+             if (match := CHECKPOINT_PATTERN.fullmatch(path.name))]
+    for iteration, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return path, iteration
+    return None, 0
+
+
+def _limit_threads() -> None:
+    threads = os.environ.get(THREADS_VARIABLE)
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def _device() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _start_attempt(run: RunDir, context: JobContext) -> None:
+    """Mark the run running with a new attempt (closing one a killed process left open) and write its manifest."""
+    _, start_iter = latest_checkpoint(run.work_dir)
+    started_at = now()
+
+    def running(status: RunStatus) -> None:
+        status.end_attempt("interrupted")
+        status.state, status.error, status.log_tail = "running", None, None
+        status.attempts.append(Attempt(started_at=started_at, executor=context.executor, job_id=context.job_id,
+                                       host=socket.gethostname(), start_iter=start_iter))
+
+    run.update_status(running)
+    run.write_manifest(build_manifest(run.spec(), executor=context.executor, job_id=context.job_id,
+                                      device=_device(), started_at=started_at, start_iter=start_iter))
+
+
+def _finish(run: RunDir, metrics: dict[str, Any]) -> None:
+    run.write_metrics(metrics)
+    manifest = run.manifest() or {}
+    run.write_manifest({**manifest, "ended_at": now()})
+
+    def finished(status: RunStatus) -> None:
+        status.state = "finished"
+        status.end_attempt("finished", end_iter=metrics["iters"])
+
+    run.update_status(finished)
+
+
+def _record_failure(run: RunDir, error: BaseException) -> None:
+    text = "".join(traceback.format_exception(error)).rstrip()
+    tail = _log_tail(run)
+
+    def failed(status: RunStatus) -> None:
+        status.state, status.error, status.log_tail = "failed", text, tail
+        status.end_attempt("failed")
+
+    run.update_status(failed)
+
+
+def _log_tail(run: RunDir) -> list[str]:
+    """The last lines of the newest mmengine log of the run, else of this job's stderr (the job failed earlier)."""
+    logs = sorted(run.work_dir.glob("*/*.log"), key=lambda path: path.stat().st_mtime)
+    if logs:
+        log = logs[-1]
+    elif os.environ.get("SUBMITIT_EXECUTOR"):
+        log = submitit.JobEnvironment().paths.stderr
+    else:
+        return []
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return lines[-LOG_TAIL_LINES:]
+
+
+def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingObserver | None) -> dict[str, Any]:
+    """metrics.json's content; train_seconds covers building the Runner and training, eval_seconds the test loop,
+    the COCO evaluation and the latency measurement."""
+    cfg = _build_config(run, context)
+    began = time.perf_counter()
+    runner = Runner.from_cfg(cfg)
+    if on_training is not None:
+        runner.register_hook(_Observer(on_training), priority="VERY_HIGH")
+    runner.train()
+    trained = time.perf_counter()
+    runner.test()
+    if not context.is_main:
+        return {}
+    metrics = _evaluate(run, cfg, runner)
+    return {**metrics, "iters": runner.iter, "train_seconds": trained - began,
+            "eval_seconds": time.perf_counter() - trained}
+
+
+def _build_config(run: RunDir, context: JobContext) -> Config:
+    """The run's config: seed, work dir in the run, evaluation once at the end, predictions into the run dir."""
+    spec = run.spec()
+    cfg = tsd_runner.load_config(spec.config, dataset=spec.dataset,
+                                 cfg_options={**spec.overrides, "randomness.seed": spec.seed},
+                                 work_dir=run.work_dir, max_iters=spec.max_iters)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # the job evaluates once, after training
+    cfg.test_evaluator.outfile_prefix = str(run.work_dir / PREDICTIONS_PREFIX)
+    checkpoint, _ = latest_checkpoint(run.work_dir)
+    cfg.resume = checkpoint is not None
+    cfg.load_from = str(checkpoint) if checkpoint else None
+    if context.num_tasks > 1:
+        _prepare_distributed(cfg, context)
+    return cfg
+
+
+def _prepare_distributed(cfg: Config, context: JobContext) -> None:
+    """Train with mmengine's SLURM launcher, one process per task (one per GPU at full scale).
+
+    mmengine's launcher pins a CUDA device per task, which CPU-only torch cannot do; on CPU the gloo process group is
+    started here from the same SLURM variables, and mmengine finds it initialised. DDP then wraps a CPU model, which
+    takes no device ids.
+    """
+    cfg.launcher = "slurm"
+    os.environ.setdefault("MASTER_PORT", str(MASTER_PORT_BASE + int(os.environ["SLURM_JOB_ID"]) % MASTER_PORT_RANGE))
+    if torch.cuda.is_available():
+        return
+    os.environ.update(MASTER_ADDR=context.hostnames[0], RANK=str(context.rank), WORLD_SIZE=str(context.num_tasks),
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
+    torch.distributed.init_process_group(backend="gloo")
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                 find_unused_parameters=cfg.get("find_unused_parameters", False))
+
+
+def _evaluate(run: RunDir, cfg: Config, runner: Runner) -> dict[str, Any]:
+    """COCO metrics with the area x IoU breakdown of the predictions the test loop wrote, latency and parameters;
+    TSD models also write Fig. 5's derived proposals of a few test images."""
+    iou_types = [iou for iou in IOU_TYPES if iou in _as_list(cfg.test_evaluator.metric)]
+    metrics: dict[str, Any] = {}
+    for iou_type in iou_types:
+        predictions = run.predictions_file(iou_type)
+        written = run.work_dir / f"{PREDICTIONS_PREFIX}.{iou_type}.json"
+        write_bytes_atomic(predictions, written.read_bytes())
+        written.unlink()
+        metrics[iou_type] = evaluate_coco(Path(cfg.test_evaluator.ann_file), predictions, iou_type).to_json()
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    metrics["latency_ms"] = _latency(runner, model)
+    metrics["params_M"] = sum(parameter.numel() for parameter in model.parameters()) / 1e6
+    if isinstance(getattr(model, "roi_head", None), TSDRoIHead):
+        dataset = runner.test_dataloader.dataset
+        batches = (pseudo_collate([dataset[index]]) for index in range(len(dataset)))
+        dump_derived_proposals(model, batches, run.derived_proposals_file, num_images=DERIVED_PROPOSAL_IMAGES,
+                               classes=tuple(dataset.metainfo["classes"]))
+    return metrics
+
+
+def _latency(runner: Runner, model: torch.nn.Module) -> float:
+    """Median ms per image over LATENCY_IMAGES test images one at a time (the split is cycled if smaller).
+
+    Images come straight from the test dataset: no sampler, so no collective call in a distributed job.
+    """
+    dataset = runner.test_dataloader.dataset
+    batches = (pseudo_collate([dataset[index % len(dataset)]]) for index in range(LATENCY_WARMUP + LATENCY_IMAGES))
+    return measure_latency(model, batches, num_images=LATENCY_IMAGES, warmup=LATENCY_WARMUP)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class _Observer(Hook):
+    """Shows the training Runner to a callback from the first to the last training iteration."""
+
+    def __init__(self, callback: TrainingObserver) -> None:
+        self.callback = callback
+
+    def before_train(self, runner: Runner) -> None:
+        self.callback(runner)
+
+    def after_train(self, runner: Runner) -> None:
+        self.callback(None)

@@ -1,0 +1,80 @@
+"""Plain-text views for ``tsd-study study list|plan|status``: studies and their rows, plans, the run store."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tsd_study.metrics.table_metrics import table_metrics
+from tsd_study.studies import load_study, study_names
+from tsd_study.studies.profiles import PROFILES
+
+from .plan import Plan
+from .store import RunDir, RunStore
+
+SUMMARY_METRICS = ("AP", "AP50", "AP75", "mask_AP", "latency_ms", "params_M")
+
+
+def format_studies() -> str:
+    """Every study with its rows, each with its config and the profiles that train it."""
+    lines = []
+    for name in study_names():
+        study = load_study(name)
+        lines.append(f"{name}: {study.title}")
+        for row in study.rows:
+            profiles = [profile for profile in PROFILES if study.rows_for(profile) and row.runs_in(profile)]
+            trained = f"trained in: {', '.join(profiles)}" if profiles else "paper reference only"
+            lines.append(f"  {row.id:<18} {row.name:<40} {row.config or '-':<24} {trained}")
+    return "\n".join(lines)
+
+
+def format_plan(plan: Plan, store: RunStore) -> str:
+    """The distinct runs of a plan, what shares them, and their state in ``store`` (``new`` when absent)."""
+    states = [_stored_state(store.run(run.run_id)) for run in plan.runs]
+    existing = sum(state != "new" for state in states)
+    lines = [f"{', '.join(plan.studies)} in profile {plan.profile}, seeds {','.join(map(str, plan.seeds))}: "
+             f"{plan.cells} table cells need {plan.distinct_runs} distinct runs, {len(plan.shared_runs)} shared "
+             f"between tables; {existing} already in {store.root}/ ({states.count('finished')} finished)"]
+    lines += [f"{run.run_id}  {run.spec.config:<28} seed {run.spec.seed:<3} {state:<11} {', '.join(run.uses)}"
+              for run, state in zip(plan.runs, states, strict=True)]
+    return "\n".join(lines)
+
+
+def format_status(store: RunStore, run_ids: Iterable[str] | None = None) -> str:
+    """One line per run in the store (or of ``run_ids``): state, the rows that use it, and its metrics or error."""
+    runs = store.runs() if run_ids is None else [store.run(run_id) for run_id in run_ids]
+    if not runs:
+        return f"no runs in {store.root}/"
+    return "\n".join(_status_line(run) for run in runs)
+
+
+def format_outcome(store: RunStore, states: dict[str, str]) -> str:
+    """What a study run ended with: counts per state, then a status line for each run that did not finish."""
+    counts = {state: list(states.values()).count(state) for state in sorted(set(states.values()))}
+    summary = f"{len(states)} runs in {store.root}/: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+    unfinished = [run_id for run_id, state in states.items() if state != "finished"]
+    return "\n".join([summary, format_status(store, unfinished)] if unfinished else [summary])
+
+
+def run_state(run: RunDir) -> str:
+    """``finished`` when metrics.json is complete, ``interrupted`` for a run marked running that no live process
+    trains, else the recorded state."""
+    if run.metrics() is not None:
+        return "finished"
+    state = run.status().state
+    return "interrupted" if state == "running" and not run.is_busy() else state
+
+
+def _stored_state(run: RunDir) -> str:
+    return run_state(run) if (run.path / "spec.json").is_file() else "new"
+
+
+def _status_line(run: RunDir) -> str:
+    status, spec = run.status(), run.spec()
+    line = f"{run.run_id}  {run_state(run):<11} {spec.profile:<6} {spec.config:<28} seed {spec.seed:<3} " \
+           f"{', '.join(status.uses) or '-'}"
+    metrics = run.metrics()
+    if metrics is not None:
+        values = table_metrics(metrics)
+        line += "  " + " ".join(f"{name}={values[name]:.1f}" for name in SUMMARY_METRICS if name in values)
+    elif status.error:
+        line += f"  error: {status.error.splitlines()[-1]}"
+    return line

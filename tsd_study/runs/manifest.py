@@ -1,0 +1,58 @@
+"""A run's manifest: what trained it, where, with which code and packages, and from which iteration."""
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .spec import RunSpec
+
+PACKAGES = ("torch", "mmcv", "mmdet", "mmengine", "tsd-study")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+GIT_TIMEOUT_S = 10
+
+
+def build_manifest(spec: RunSpec, *, executor: str, job_id: str | None, device: str, started_at: str,
+                   start_iter: int) -> dict[str, Any]:
+    """The manifest of an attempt that starts now; ``ended_at`` is filled in when it finishes."""
+    return {
+        "spec": spec.to_dict(),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "host": socket.gethostname(),
+        "device": device,
+        "executor": executor,
+        "slurm_job_id": job_id if executor == "slurm" else None,
+        "started_at": started_at,
+        "ended_at": None,
+        "start_iter": start_iter,
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python and the packages a result depends on (None for one that is not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """HEAD of the git checkout holding tsd_study, suffixed ``-dirty`` with uncommitted changes; None outside git."""
+    try:
+        head = _git("rev-parse", "HEAD")
+        changes = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if changes else head
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, check=True,
+                          timeout=GIT_TIMEOUT_S).stdout.strip()
