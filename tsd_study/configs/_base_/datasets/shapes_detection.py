@@ -16,7 +16,7 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False,
+    batch_size=4, num_workers=0, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root='', ann_file='train.json', data_prefix=dict(img='images/'),
                  filter_cfg=dict(filter_empty_gt=True, min_size=4), pipeline=train_pipeline))
