@@ -33,6 +33,15 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["TSD_STUDY_DATA"] = previous
 
 
+@pytest.fixture(scope="session")
+def smoke_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's smoke-profile directory: its run store ``runs/`` is trained once and shared by the nbval and
+    browser tests."""
+    directory = tmp_path_factory.getbasetemp() / "smoke"
+    (directory / "runs").mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_cpu_thread() -> Iterator[None]:
     """Run the in-process tiny models on one thread: a second one buys nothing at these sizes, and on a shared

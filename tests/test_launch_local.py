@@ -85,7 +85,8 @@ def test_the_study_trains_every_run_once_and_reports_it(table2: Table2) -> None:
     assert sorted(use for run in table2.runs for use in run.status().uses) == ["table2/tsd_joint", "table2/tsd_nopc"]
     for run in table2.runs:
         assert sorted(path.name for path in run.path.iterdir() if not path.name.startswith(".")) == [
-            "manifest.json", "metrics.json", "predictions.bbox.json", "spec.json", "status.json", "work"]
+            "derived_proposals.json", "manifest.json", "metrics.json", "predictions.bbox.json", "spec.json", "status.json",
+            "work"]
         (attempt,) = attempts(run)
         assert (attempt.executor, attempt.outcome, attempt.start_iter, attempt.end_iter) == ("local", "finished", 0, 6)
         assert (run.work_dir / "iter_6.pth").is_file()
@@ -109,7 +110,7 @@ def test_metrics_are_complete_and_recomputable_from_the_predictions(table2: Tabl
 def test_tsd_runs_write_the_derived_proposals_of_fig5(table2: Table2) -> None:
     for run in table2.runs:  # both rows of Table 2 are TSD models
         dump = json.loads(run.derived_proposals_file.read_text())
-        assert len(dump["images"]) == 4 and dump["cls_manner"] == "point" and dump["reg_manner"] == "proposal"
+        assert len(dump["images"]) == 4 and dump["cls_manner"] == "point" and dump["reg_manner"] == "prop"
         assert all(Path(image["img_path"]).is_file() for image in dump["images"])
 
 

@@ -45,6 +45,8 @@ class Claim:
     id: str
     text: str
     checks: tuple[Check, ...]
+    tolerance: float | None = None
+    """The smallest margin that counts as an effect with one seed; None: the profile's default for AP points."""
 
     def checks_for(self, row_ids: set[str]) -> tuple[Check, ...]:
         """The checks whose rows all exist in a profile (e.g. only the CPU backbones of Table 5)."""
@@ -130,13 +132,18 @@ def _parse_row(data: Any, where: str) -> Row:
 
 def _parse_claim(data: Any, row_ids: set[str], where: str) -> Claim:
     _require(data, ("id", "text", "checks"), where)
+    tolerance = data.get("tolerance")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                                  or tolerance <= 0):
+        raise StudyError(f"{where}.tolerance: {tolerance!r} must be a positive number")
     checks = tuple(_parse(lambda source=source: Check.parse(source), f"{where}.checks[{index}]")
                    for index, source in enumerate(data["checks"]))
     for index, check in enumerate(checks):
         unknown = sorted(check.rows - row_ids)
         if unknown:
             raise StudyError(f"{where}.checks[{index}]: unknown row(s) {unknown} in {check.source!r}")
-    return Claim(id=data["id"], text=data["text"], checks=checks)
+    return Claim(id=data["id"], text=data["text"], checks=checks,
+                 tolerance=float(tolerance) if tolerance is not None else None)
 
 
 def _parse(build, where: str):

@@ -1,0 +1,180 @@
+"""The study notebooks: their shape, and nbval against reference copies executed in the smoke profile.
+
+``tests/smoke_reference/`` holds every notebook executed by papermill with smoke parameters, with the tables
+(CSV) and verdicts they showed. Regenerate it from the repository root after changing a notebook or what it shows
+(the smoke runs train into the gitignored ``runs/``, once):
+
+    .venv/bin/tsd-study reproduce --profile smoke --no-pages --out tests/smoke_reference
+
+``test_nbval`` runs ``pytest --nbval`` on copies of those notebooks in one session directory, so all of them share
+one smoke run store and each distinct run trains once (tests/test_browser.py reuses the same store). Outputs are
+compared after tests/nbval_sanitize.cfg: progress bars, object addresses and decimal numbers are masked, so a
+table that loses a row or a column fails there, while the numbers themselves are compared with the reference
+tables below, with tolerances; verdict cells (tagged ``nbval-ignore-output``) are checked the same way.
+
+Runtime: the structure tests take seconds; the nbval session trains the 22 distinct smoke runs (about 15 minutes on
+2 busy cores) unless test_browser.py already did.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from tsd_study.report import NOTEBOOK_STUDIES, Outcome, collect, judge, verdict_table
+from tsd_study.report.notebook import OVERVIEW, studies_in
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+REFERENCE = ROOT / "tests" / "smoke_reference"
+SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
+NAMES = (*NOTEBOOK_STUDIES, OVERVIEW)
+PARAMETERS = {"profile": "cpu", "executor": "local", "site": "local", "seeds": "0", "dataset": None, "store": "runs",
+              "reuse": True, "max_concurrent": None}
+CELL_TIMEOUT_S = 3600  # the first notebook of the session trains the runs it needs
+ABSOLUTE_TOLERANCE = {"params_M": 1e-6}
+"""Per metric, how far our number may be from the reference's; AP-like metrics get DEFAULT_AP_TOLERANCE."""
+DEFAULT_AP_TOLERANCE = 5.0
+LATENCY_FACTOR = 10.0
+"""Latency depends on the machine and its load: only its order of magnitude is compared."""
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def cells_tagged(notebook: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:
+    return [cell for cell in notebook.cells if tag in cell.metadata.get("tags", [])]
+
+
+def test_every_notebook_and_reference_exists() -> None:
+    assert sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
+    assert sorted(path.stem for path in (REFERENCE / "notebooks").glob("*.ipynb")) == sorted(NAMES)
+    assert sorted(path.stem for path in (REFERENCE / "tables").glob("*.csv")) == sorted(studies_in("smoke"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_thin_with_one_parameters_cell(name: str) -> None:
+    notebook = read(NOTEBOOKS / f"{name}.ipynb")
+    assert notebook.metadata.kernelspec.name == "python3"
+    (parameters,) = cells_tagged(notebook, "parameters")
+    assignments = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(parameters.source).body}
+    assert assignments == PARAMETERS
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or cell is parameters:
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                assert isinstance(node, ast.ImportFrom) and node.module == "tsd_study.report", cell.source
+        assert not cell.outputs, f"{name}: committed with outputs; the executed copies live in {REFERENCE}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_was_regenerated_from_the_current_notebook(name: str) -> None:
+    source = [cell.source for cell in read(NOTEBOOKS / f"{name}.ipynb").cells]
+    reference = read(REFERENCE / "notebooks" / f"{name}.ipynb")
+    (injected,) = cells_tagged(reference, "injected-parameters")
+    assert "profile = \"smoke\"" in injected.source
+    assert [cell.source for cell in reference.cells if cell is not injected] == source, (
+        f"{name}.ipynb changed since tests/smoke_reference was made: regenerate it (see this module's docstring)")
+
+
+def write_notebook(path: Path, sources: list[str], executed_sources: list[str] | None = None) -> None:
+    """A notebook of ``sources`` whose stored outputs come from executing ``executed_sources`` (default: the same)."""
+    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)
+                                               for source in executed_sources or sources])
+    executed.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(executed, allow_errors=True).execute()
+    for cell, source in zip(executed.cells, sources):
+        cell.source = source
+    nbformat.write(executed, path)
+
+
+def nbval(directory: Path, timeout_s: int = 120) -> subprocess.CompletedProcess[str]:
+    """``pytest --nbval`` with our sanitizers over the notebooks in ``directory``, the kernel in this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}",
+         f"--nbval-cell-timeout={timeout_s}", "-p", "no:cacheprovider", "-q", f"--rootdir={directory}",
+         *sorted(str(path) for path in directory.glob("*.ipynb"))],
+        cwd=directory, capture_output=True, text=True, check=False)
+
+
+TABLE = "import pandas as pd\npd.DataFrame({{'AP': [{values}]}}, index=[{rows}])"
+
+
+@pytest.mark.parametrize(("executed", "passes"), [
+    (TABLE.format(values="70.25, 3.5", rows="'a', 'b'"), True),  # other numbers: a legitimate difference
+    (TABLE.format(values="1.0, 2.0, 3.0", rows="'a', 'b', 'c'"), False),  # the reference had one row more
+    (TABLE.format(values="1.0", rows="'a'"), False),  # one row fewer
+])
+def test_sanitizers_mask_numbers_but_not_rows(tmp_path: Path, executed: str, passes: bool) -> None:
+    write_notebook(tmp_path / "table.ipynb", [TABLE.format(values="1.0, 2.0", rows="'a', 'b'")], [executed])
+    result = nbval(tmp_path)
+    assert (result.returncode == 0) == passes, result.stdout[-3000:]
+
+
+def test_a_notebook_that_raises_fails_nbval(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "raises.ipynb", ["raise RuntimeError('collect failed')"], ["None"])
+    result = nbval(tmp_path)
+    assert result.returncode != 0 and "collect failed" in result.stdout
+
+
+class NbvalSession(NamedTuple):
+    directory: Path
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def nbval_session(smoke_directory: Path) -> NbvalSession:
+    """nbval over copies of the reference notebooks, whose store ``runs`` is the session's shared smoke store."""
+    directory = smoke_directory / "nbval"
+    shutil.copytree(REFERENCE / "notebooks", directory)
+    (directory / "runs").symlink_to(smoke_directory / "runs", target_is_directory=True)
+    return NbvalSession(directory, nbval(directory, timeout_s=CELL_TIMEOUT_S))
+
+
+@pytest.mark.slow
+def test_nbval(nbval_session: NbvalSession) -> None:
+    result = nbval_session.result
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+
+
+def within_tolerance(metric: str, ours: float, reference: float) -> bool:
+    if math.isnan(reference):
+        return math.isnan(ours)
+    if metric == "latency_ms":
+        return reference / LATENCY_FACTOR <= ours <= reference * LATENCY_FACTOR
+    return abs(ours - reference) <= ABSOLUTE_TOLERANCE.get(metric, DEFAULT_AP_TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", studies_in("smoke"))
+def test_numbers_match_the_reference_tables(nbval_session: NbvalSession, study: str) -> None:
+    ours = collect(study, "smoke", (0,), nbval_session.directory / "runs").table()
+    reference = pd.read_csv(REFERENCE / "tables" / f"{study}.csv", keep_default_na=False, na_values=[""])
+    assert list(zip(ours.row, ours.metric)) == list(zip(reference.row, reference.metric))
+    assert list(ours.state) == list(reference.state)
+    far = [(line.row, line.metric, line.ours, expected) for line, expected in zip(ours.itertuples(), reference.ours)
+           if not within_tolerance(line.metric, line.ours, expected)]
+    assert not far, f"(row, metric, ours, reference) beyond tolerance: {far}"
+
+
+@pytest.mark.slow
+def test_verdicts_cover_the_same_claims_with_data(nbval_session: NbvalSession) -> None:
+    claims = tuple(claim for study in studies_in("smoke")
+                   for claim in judge(collect(study, "smoke", (0,), nbval_session.directory / "runs")))
+    ours = verdict_table(claims)
+    reference = pd.read_csv(REFERENCE / "verdicts.csv")
+    assert list(zip(ours.study, ours.claim)) == list(zip(reference.study, reference.claim))
+    decided = {Outcome.CONFIRMED, Outcome.NOT_CONFIRMED, Outcome.INCONCLUSIVE, Outcome.NOT_TESTED}
+    assert set(ours.verdict) <= {outcome.value for outcome in decided}

@@ -1,0 +1,117 @@
+"""Figures drawn from results built in memory: what each plots, and that every study's figures render to PNG.
+
+Runtime: about 10 s.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from tsd_study.report import NOTEBOOK_STUDIES
+from tsd_study.report.figures import (
+    FIG5_ROW,
+    IOU_PERCENTS,
+    SCALES,
+    derived_proposals,
+    fig5_from_results,
+    figure_names,
+    gain_heatmap,
+    iou_curves,
+    margin_sweep,
+    paper_vs_ours,
+    png_bytes,
+    study_figures,
+)
+from tsd_study.runs.store import DERIVED_PROPOSALS
+from tsd_study.studies import load_study
+
+from report_fixtures import fabricated
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("study", NOTEBOOK_STUDIES)
+def test_every_study_draws_its_named_figures_as_png(study: str) -> None:
+    figures = study_figures(fabricated(study))
+    assert tuple(figures) == figure_names(study)
+    for figure in figures.values():
+        assert png_bytes(figure).startswith(PNG_MAGIC)
+
+
+def test_paper_vs_ours_draws_a_bar_per_row_and_source_with_t_intervals() -> None:
+    results = fabricated("table1", value=lambda row, metric, seed: 40.0 + 2 * seed)
+    (ax,) = paper_vs_ours(results).axes
+    widths = sorted(round(patch.get_width(), 6) for patch in ax.patches if patch.get_width() > 0)
+    paper = sorted(row.paper["AP"] for row in results.rows)
+    assert widths == sorted([41.0] * len(results.rows) + paper)
+    lengths = [abs(line.get_xdata()[1] - line.get_xdata()[0]) for line in ax.lines]
+    drawn = {round(length, 3) for length in lengths if length > 0}  # the paper's single values get no bar
+    assert drawn == {round(2 * 12.706 * 1.0, 3)}  # t(0.975, 1) x standard error 1.0, both ways
+
+
+def test_margin_sweep_plots_one_curve_per_margin_in_margin_order() -> None:
+    results = fabricated("fig4", profile="full", seeds=1, value=lambda row, metric, seed: float(row[-2:]))
+    (ax,) = margin_sweep(results).axes
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["m_c", "m_r"]
+    curves = [line for line in ax.lines if line.get_label() != "_nolegend_" and len(line.get_xdata()) == 5]
+    assert len(curves) == 2
+    for line in curves:
+        np.testing.assert_allclose(line.get_xdata(), [0.0, 0.1, 0.2, 0.3, 0.5])
+        np.testing.assert_allclose(line.get_ydata(), [0.0, 1.0, 2.0, 3.0, 5.0])
+
+
+def test_gain_heatmap_shows_tsd_minus_baseline_beside_the_papers() -> None:
+    results = fabricated("table9", seeds=1,
+                         value=lambda row, metric, seed: 30.0 + (int(metric[-2:]) / 10 if row == "tsd_pc" else 0))
+    ours_ax, paper_ax, *colour_bars = gain_heatmap(results).axes
+    ours = [float(text.get_text()) for text in ours_ax.texts]
+    assert ours == [iou / 10 for _ in SCALES for iou in IOU_PERCENTS]
+    paper = [float(text.get_text()) for text in paper_ax.texts]
+    rows = {row.id: row.paper for row in load_study("table9").rows}
+    expected = [rows["tsd_pc"][f"AP_{scale}_{iou}"] - rows["sibling"][f"AP_{scale}_{iou}"]
+                for scale in SCALES for iou in IOU_PERCENTS]
+    np.testing.assert_allclose(paper, expected, atol=0.051)  # printed with one decimal
+    assert len(colour_bars) == 2
+
+
+def test_fig6_plots_ours_at_five_thresholds_and_the_papers_six_curves() -> None:
+    results = fabricated("table9", seeds=1, value=lambda row, metric, seed: 50.0)
+    ours_ax, paper_ax = iou_curves(results).axes
+    assert {tuple(line.get_xdata()) for line in ours_ax.lines if len(line.get_xdata()) == 5} == {
+        tuple(iou / 100 for iou in IOU_PERCENTS)}
+    assert sum(len(line.get_xdata()) == 5 for line in paper_ax.lines) == 2 * len(SCALES)
+
+
+def write_derived_proposals(run_dir: Path) -> None:
+    """A derived_proposals.json as the training job writes it, over one 64 x 48 image."""
+    image = run_dir / "val" / "000001.png"
+    image.parent.mkdir(parents=True)
+    matplotlib.image.imsave(image, np.zeros((48, 64, 3)))
+    points = [[10 + 2 * (index % 7), 8 + 2 * (index // 7)] for index in range(49)]
+    detection = {"label": 0, "score": 0.9, "box": [9, 7, 30, 25], "proposal": [8, 6, 28, 24],
+                 "reg_proposal": [10, 8, 30, 26], "cls_points": points}
+    (run_dir / DERIVED_PROPOSALS).write_text(json.dumps({
+        "classes": ["circle"], "gamma": 0.1, "cls_manner": "point", "reg_manner": "prop",
+        "images": [{"img_path": str(image), "detections": [detection]}]}))
+
+
+def test_fig5_draws_proposals_translations_and_sampling_points(tmp_path: Path) -> None:
+    write_derived_proposals(tmp_path)
+    (ax,) = [ax for ax in derived_proposals(tmp_path / DERIVED_PROPOSALS).axes if ax.images]
+    boxes = sorted((patch.get_x(), patch.get_y(), patch.get_width(), patch.get_height()) for patch in ax.patches)
+    assert boxes == [(8, 6, 20, 18), (10, 8, 20, 18)]
+    (points,) = ax.collections
+    assert len(points.get_offsets()) == 49
+
+
+def test_fig5_comes_from_table4s_full_model_or_says_what_is_missing(tmp_path: Path) -> None:
+    waiting = fig5_from_results(fabricated("table4", seeds=1))
+    assert any("No finished run" in text.get_text() for ax in waiting.axes for text in ax.texts)
+    write_derived_proposals(tmp_path)
+    drawn = fig5_from_results(fabricated("table4", seeds=1, run_dir=tmp_path))
+    assert any(ax.images for ax in drawn.axes)
+    assert FIG5_ROW in {row.id for row in load_study("table4").rows}

@@ -1,0 +1,260 @@
+"""The study's figures, drawn with seaborn on plain matplotlib Figures (no pyplot state, any backend).
+
+Error bars are the same 95% t-intervals over seeds as the tables. Every figure exists whatever the store holds: cells
+without a number are simply not drawn, and Fig. 5 says what it is waiting for.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.patheffects import Normal, Stroke
+
+from tsd_study.runs.store import RunDir
+
+from .collect import FINISHED, StudyResults
+from .stats import estimate
+
+IOU_PERCENTS = (50, 60, 70, 80, 90)
+SCALES = ("small", "medium", "large")
+TABLE9_BASELINE, TABLE9_TSD = "sibling", "tsd_pc"
+FIG5_ROW = "pc_point_prop"
+"""Table 4's full TSD model (Point.w for classification, Prop.w for localization, PC): the paper's Fig. 5 model."""
+TSD_SUFFIX = "_tsd"
+"""Table 5 pairs each backbone's row ``X`` with its TSD row ``X_tsd``."""
+PALETTE = "colorblind"
+OUTLINED = [Stroke(linewidth=2.6, foreground="black"), Normal()]
+PROPOSAL_STYLES = {"proposal": dict(edgecolor="white", linestyle="--", path_effects=OUTLINED),
+                   "reg_proposal": dict(edgecolor="orange")}
+"""Fig. 5: how P (the shared proposal) and P_r (the box the regression starts from) are drawn."""
+SAMPLING_POINT_COLOUR = "cyan"
+SOURCES = ("ours", "paper")
+
+
+def _t_interval(values: pd.Series) -> tuple[float, float]:
+    """seaborn's error-bar hook: our 95% t-interval (nothing drawn for a single value)."""
+    interval = estimate(values.to_numpy())
+    return (interval.low, interval.high) if interval.has_interval else (interval.mean, interval.mean)
+
+
+def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.0) -> tuple[Figure, np.ndarray]:
+    with sns.axes_style("whitegrid"):
+        figure = Figure(figsize=(width * ncols, height), layout="constrained")
+        axes = np.atleast_1d(figure.subplots(1, ncols))
+    return figure, axes
+
+
+def _shared_legend(figure: Figure, axes: np.ndarray) -> None:
+    """One legend for the figure, outside the axes, instead of one per axes over the bars."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    figure.legend(handles, labels, loc="outside right center", frameon=False)
+
+
+def values_frame(results: StudyResults, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Long data for plotting: one line per row, metric and seed (ours) or per row and metric (paper)."""
+    lines = []
+    for row in results.rows:
+        for metric in metrics:
+            for seed, value in zip(results.seeds, results.values(row.id, metric)):
+                lines.append((row.id, row.name, metric, "ours", seed, value))
+            lines.append((row.id, row.name, metric, "paper", math.nan, results.paper_value(row.id, metric)))
+    frame = pd.DataFrame(lines, columns=["row", "name", "metric", "source", "seed", "value"])
+    return frame.dropna(subset=["value"])
+
+
+def paper_vs_ours(results: StudyResults) -> Figure:
+    """Our AP beside the paper's for every row (box AP, and mask AP where the study has it)."""
+    metrics = tuple(metric for metric in ("AP", "mask_AP") if metric in results.study.metrics)
+    data = values_frame(results, metrics)
+    figure, axes = _figure(len(metrics), height=1.2 + 0.55 * len(results.rows))
+    for ax, metric in zip(axes, metrics):
+        sns.barplot(data=data[data.metric == metric], y="name", x="value", hue="source", hue_order=SOURCES,
+                    order=[row.name for row in results.rows], errorbar=_t_interval, palette=PALETTE, ax=ax)
+        ax.set(xlabel=f"{metric} (%)", ylabel="", title=metric)
+    _shared_legend(figure, axes)
+    figure.suptitle(f"{results.study.title}\nours ({results.profile} profile) and the paper's (COCO)")
+    return figure
+
+
+def margin_sweep(results: StudyResults) -> Figure:
+    """Fig. 4: our AP against each PC margin, the other margin kept at 0.2 (the paper prints no numbers)."""
+    data = values_frame(results, ("AP",))
+    data = data[data.source == "ours"]
+    switches = {row.id: row.switches for row in results.rows}
+    data = data.assign(margin=[switches[row]["margin"] for row in data.row],
+                       sweep=[switches[row]["sweep"] for row in data.row])
+    figure, (ax,) = _figure()
+    sns.lineplot(data=data, x="margin", y="value", hue="sweep", hue_order=("m_c", "m_r"), style="sweep",
+                 markers=True, dashes=False, errorbar=_t_interval, err_style="bars", palette=PALETTE, ax=ax)
+    ax.set(xlabel="margin", ylabel="AP (%)", title=f"Fig. 4: AP against the PC margins ({results.profile} profile)")
+    return figure
+
+
+def iou_curves(results: StudyResults) -> Figure:
+    """Fig. 6: all-scale AP against the IoU threshold, baseline vs TSD (ours), beside the paper's Table 9 curves."""
+    rows = {TABLE9_BASELINE: "baseline", TABLE9_TSD: "TSD"}
+    ours = values_frame(results, tuple(f"AP_all_{iou}" for iou in IOU_PERCENTS))
+    ours = ours[(ours.source == "ours") & ours.row.isin(rows)]
+    ours = ours.assign(iou=[int(metric.rsplit("_", 1)[1]) / 100 for metric in ours.metric],
+                       model=[rows[row] for row in ours.row])
+    paper = pd.DataFrame([(scale, rows[row], iou / 100, results.paper_value(row, f"AP_{scale}_{iou}"))
+                          for scale in SCALES for row in rows for iou in IOU_PERCENTS],
+                         columns=["scale", "model", "iou", "value"])
+    figure, (left, right) = _figure(2)
+    sns.lineplot(data=ours, x="iou", y="value", hue="model", hue_order=("baseline", "TSD"), markers=True,
+                 style="model", dashes=False, errorbar=_t_interval, err_style="bars", palette=PALETTE, ax=left)
+    left.set(xlabel="IoU threshold", ylabel="AP (%)", title=f"ours, all scales ({results.profile} profile)")
+    sns.lineplot(data=paper, x="iou", y="value", hue="scale", hue_order=SCALES, style="model",
+                 style_order=("TSD", "baseline"), markers=True, palette=PALETTE, ax=right)
+    right.set(xlabel="IoU threshold", ylabel="AP (%)", title="paper, Table 9 by scale (COCO minival)")
+    for ax in (left, right):
+        ax.set_xticks([iou / 100 for iou in IOU_PERCENTS])
+    figure.suptitle("Fig. 6: AP against the IoU threshold, baseline vs TSD")
+    return figure
+
+
+def gain_heatmap(results: StudyResults) -> Figure:
+    """Table 9 as a heatmap of the gain TSD - baseline by scale and IoU threshold: ours beside the paper's."""
+    def gains(value: Callable[[str, str], float]) -> pd.DataFrame:
+        return pd.DataFrame([[value(TABLE9_TSD, f"AP_{scale}_{iou}") - value(TABLE9_BASELINE, f"AP_{scale}_{iou}")
+                              for iou in IOU_PERCENTS] for scale in SCALES],
+                            index=list(SCALES), columns=[f"{iou / 100:.1f}" for iou in IOU_PERCENTS])
+
+    ours = gains(lambda row, metric: estimate(results.values(row, metric)).mean)
+    paper = gains(results.paper_value)
+    limit = np.nanmax(np.abs(np.concatenate([ours.to_numpy().ravel(), paper.to_numpy().ravel(), [1.0]])))
+    figure, axes = _figure(2, width=5.5, height=3.2)
+    for ax, (title, gain) in zip(axes, ((f"ours ({results.profile} profile)", ours), ("paper", paper))):
+        sns.heatmap(gain, ax=ax, annot=True, fmt="+.1f", cmap="RdBu", center=0, vmin=-limit, vmax=limit,
+                    cbar_kws={"label": "AP gain (points)"})
+        ax.set(xlabel="IoU threshold", ylabel="object scale", title=title)
+    figure.suptitle("Table 9: AP gain of TSD over the baseline, by scale and IoU threshold")
+    return figure
+
+
+def backbone_bars(results: StudyResults) -> Figure:
+    """Table 5: AP and runtime per backbone, without and with TSD (ours; the paper's as black markers)."""
+    names = {row.id: row.name for row in results.rows}
+    pairs = [(row_id, row_id + TSD_SUFFIX) for row_id in names if row_id + TSD_SUFFIX in names]
+    labels = {base: names[base] for base, _ in pairs} | {tsd: names[base] for base, tsd in pairs}
+    models = {base: "baseline" for base, _ in pairs} | {tsd: "TSD + PC" for _, tsd in pairs}
+    data = values_frame(results, ("AP", "latency_ms"))
+    data = data[data.row.isin(models)].assign(backbone=lambda frame: frame.row.map(labels),
+                                               model=lambda frame: frame.row.map(models))
+    figure, axes = _figure(2, height=1.6 + 0.6 * len(pairs))
+    for ax, metric, label in zip(axes, ("AP", "latency_ms"), ("AP (%)", "inference time (ms per image)")):
+        ours = data[(data.metric == metric) & (data.source == "ours")]
+        sns.barplot(data=ours, y="backbone", x="value", hue="model", hue_order=("baseline", "TSD + PC"),
+                    order=[names[base] for base, _ in pairs], errorbar=_t_interval, palette=PALETTE, ax=ax)
+        paper = data[(data.metric == metric) & (data.source == "paper")]
+        if not paper.empty:
+            sns.stripplot(data=paper, y="backbone", x="value", hue="model", hue_order=("baseline", "TSD + PC"),
+                          order=[names[base] for base, _ in pairs], dodge=True, marker="D", color="black",
+                          palette=["black", "black"], legend=False, ax=ax)
+        ax.set(xlabel=label, ylabel="", title=label.split(" (")[0])
+    _shared_legend(figure, axes)
+    paper_note = "; the paper's: black diamonds" if not data[data.source == "paper"].empty else ""
+    figure.suptitle(f"Table 5: backbones without and with TSD\nours ({results.profile} profile{paper_note})")
+    return figure
+
+
+def derived_proposals(path: Path, max_images: int = 4) -> Figure:
+    """Fig. 5: validation images with each detection's proposal P, translated P_r and the sampling points of P_c."""
+    description = json.loads(Path(path).read_text())
+    images = description["images"][:max_images]
+    classes = description.get("classes") or []
+    figure, axes = _figure(max(len(images), 1), width=3.6, height=3.9)
+    for ax, image in zip(axes, images):
+        pixels = matplotlib.image.imread(image["img_path"])
+        ax.imshow(pixels)
+        for detection in image["detections"]:
+            _draw_detection(ax, detection, classes)
+        height, width = pixels.shape[:2]
+        ax.set(title=Path(image["img_path"]).name, xticks=[], yticks=[], xlim=(0, width), ylim=(height, 0))
+        ax.grid(False)
+    handles = [Rectangle((0, 0), 1, 1, fill=False, label="P (proposal)", **PROPOSAL_STYLES["proposal"]),
+               Rectangle((0, 0), 1, 1, fill=False, label="P_r (localization)", **PROPOSAL_STYLES["reg_proposal"]),
+               Line2D([], [], linestyle="", marker="o", markersize=3, color=SAMPLING_POINT_COLOUR,
+                      label="P_c sampling points (classification)")]
+    figure.legend(handles=handles, loc="lower center", ncols=3, frameon=False)
+    figure.suptitle(f"Fig. 5: derived proposals of a trained TSD head (P_c {description['cls_manner']}wise, "
+                    f"P_r {description['reg_manner']}-wise)")
+    figure.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
+    return figure
+
+
+def _draw_detection(ax: Axes, detection: dict, classes: list[str]) -> None:
+    """One detection of Fig. 5: its proposal P, the box P_r its regression starts from, P_c's sampling points."""
+    for key, style in PROPOSAL_STYLES.items():
+        x1, y1, x2, y2 = detection[key]
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.2, **style))
+    if detection["cls_points"]:
+        points = np.asarray(detection["cls_points"])
+        ax.scatter(points[:, 0], points[:, 1], s=4, color=SAMPLING_POINT_COLOUR)
+    label = classes[detection["label"]] if detection["label"] < len(classes) else str(detection["label"])
+    x1, y1 = detection["reg_proposal"][:2]
+    ax.text(x1, y1, f"{label} {detection['score']:.2f}", color="black", fontsize=7,
+            bbox=dict(facecolor=PROPOSAL_STYLES["reg_proposal"]["edgecolor"], edgecolor="none", pad=1))
+
+
+def message_figure(title: str, message: str) -> Figure:
+    """A figure that says why its content is missing, so a report never silently drops one."""
+    figure, (ax,) = _figure(height=2.0)
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    figure.suptitle(title)
+    return figure
+
+
+def fig5_from_results(results: StudyResults) -> Figure:
+    """Fig. 5 from the first finished seed of Table 4's full TSD model, or a note saying what is missing."""
+    for run in results.runs_of(FIG5_ROW):
+        dump = RunDir(run.run_dir).derived_proposals_file
+        if run.state == FINISHED and dump.is_file():
+            return derived_proposals(dump)
+    return message_figure("Fig. 5: derived proposals",
+                          f"No finished run of row {FIG5_ROW!r} with derived proposals in the store yet.")
+
+
+FIGURES: dict[str, tuple[tuple[str, Callable[[StudyResults], Figure]], ...]] = {
+    "fig4": (("fig4_margins", margin_sweep),),
+    "table4": (("table4_paper_vs_ours", paper_vs_ours), ("fig5_derived_proposals", fig5_from_results)),
+    "table5": (("table5_backbones", backbone_bars),),
+    "table9": (("fig6_ap_vs_iou", iou_curves), ("table9_gain_heatmap", gain_heatmap)),
+}
+"""The figures of each study, by file name; any other study gets the generic paper-vs-ours bars."""
+
+
+def _figure_plan(study: str) -> tuple[tuple[str, Callable[[StudyResults], Figure]], ...]:
+    return FIGURES.get(study, ((f"{study}_paper_vs_ours", paper_vs_ours),))
+
+
+def figure_names(study: str) -> tuple[str, ...]:
+    """The names of the figures ``study_figures`` draws for ``study``."""
+    return tuple(name for name, _ in _figure_plan(study))
+
+
+def study_figures(results: StudyResults) -> dict[str, Figure]:
+    """Every figure of the study, by name."""
+    return {name: draw(results) for name, draw in _figure_plan(results.study.name)}
+
+
+def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG (Agg canvas); metadata without the software version, so files compare across runs."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()

@@ -1,0 +1,155 @@
+"""What the study notebooks call: launch a study's runs through the engine, wait for them, and report.
+
+A notebook holds a parameters cell and calls ``run_study_notebook`` (or ``run_overview_notebook``); everything it
+shows (the paper-vs-ours table, the figures, the verdicts) comes from the returned report object. Training happens
+in the engine's jobs, never in the kernel.
+"""
+from __future__ import annotations
+
+import html
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+from pandas.io.formats.style import Styler
+
+from tsd_study.launch import make_backend, run_plan
+from tsd_study.runs import Plan, RunStore, plan
+from tsd_study.studies import load_study, study_names
+from tsd_study.studies.profiles import Profile
+
+from .collect import StudyResults, collect, study_profile
+from .figures import png_bytes, study_figures
+from .verdicts import ClaimVerdict, Outcome, judge, verdict_table
+
+# mmengine imports pkg_resources, which setuptools deprecates: noise in every notebook, nothing for our readers.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+NOTEBOOK_STUDIES = ("table1", "table2", "table3", "table4", "table5", "table7", "table9", "fig4")
+"""The studies that have a notebook (``notebooks/<name>.ipynb``), in paper order; plus ``overview``."""
+OVERVIEW = "overview"
+VERDICT_COLOURS = {Outcome.CONFIRMED: "#dafbe1", Outcome.NOT_CONFIRMED: "#ffebe9", Outcome.INCONCLUSIVE: "#fff8c5"}
+
+
+def parse_seeds(seeds: str | int | Sequence[int]) -> tuple[int, ...]:
+    """Seeds from a notebook parameter: ``"0"``, ``"0,1,2"``, ``0`` or ``[0, 1, 2]``."""
+    if isinstance(seeds, int):
+        return (seeds,)
+    parts = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    try:
+        parsed = tuple(int(part) for part in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"seeds: expected comma-separated integers such as '0,1,2', got {seeds!r}") from None
+    if not parsed:
+        raise ValueError("seeds: at least one seed is needed")
+    return parsed
+
+
+def studies_in(profile: str, names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The studies (of ``names``, default all) that show at least one row in ``profile``, in paper order."""
+    wanted = study_names() if names is None else list(names)
+    return tuple(name for name in wanted if load_study(name).rows_for(profile))
+
+
+def launch(studies: Sequence[str], profile: Profile, seeds: tuple[int, ...], *, executor: str = "local",
+           site: str | None = "local", store: Path | str = "runs", reuse: bool = True,
+           max_concurrent: int | None = None) -> tuple[Plan, dict[str, str]]:
+    """Plan the studies' runs (each distinct run once) and train those not finished, with the engine's progress bar.
+
+    Returns the plan and each run's final state. ``reuse=False`` retrains finished runs from scratch.
+    """
+    planned = plan(list(studies), profile, seeds)
+    run_store = RunStore(store)
+    backend = make_backend(executor, run_store, site=site if executor == "slurm" else None,
+                           max_concurrent=max_concurrent)
+    return planned, run_plan(planned, run_store, backend, force=not reuse)
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """One study's results in a notebook: ``table``, ``show_figures()`` and ``verdicts``."""
+
+    results: StudyResults
+    claims: tuple[ClaimVerdict, ...]
+
+    @property
+    def table(self) -> Styler:
+        """Paper vs ours: our mean (± half the 95% t-interval), the paper's number, the difference."""
+        return self.results.display_table().style.set_uuid(f"{self.results.study.name}-table")
+
+    @property
+    def verdicts(self) -> Styler:
+        """One line per claim: the computed verdict, its basis, and whether the paper's own numbers satisfy it."""
+        return style_verdicts(verdict_table(self.claims).drop(columns="study"), f"{self.results.study.name}-verdicts")
+
+    def show_figures(self) -> None:
+        """Display every figure of the study (as PNG, whatever matplotlib backend the kernel uses)."""
+        for figure in study_figures(self.results).values():
+            display(Image(data=png_bytes(figure)))
+
+
+@dataclass(frozen=True)
+class OverviewReport:
+    """Every study's verdicts in one table, each linked to its notebook's page."""
+
+    reports: tuple[StudyReport, ...]
+
+    @property
+    def verdicts(self) -> Styler:
+        lines = verdict_table(tuple(claim for report in self.reports for claim in report.claims))
+        lines["study"] = [f'<a href="{name}.html">{html.escape(name)}</a>' for name in lines.study]
+        return style_verdicts(lines, "all-verdicts")
+
+
+def style_verdicts(lines: pd.DataFrame, table_id: str) -> Styler:
+    """A verdict table for display: full-width text, verdicts coloured, no index (ids fixed, so outputs compare)."""
+    return (lines.style.hide(axis="index").set_uuid(table_id)
+            .map(lambda verdict: f"background-color: {VERDICT_COLOURS.get(verdict, '#f6f8fa')}", subset=["verdict"])
+            .set_properties(**{"text-align": "left"}))
+
+
+def run_study_notebook(study: str, *, profile: str = "cpu", executor: str = "local", site: str | None = "local",
+                       seeds: str | int | Sequence[int] = "0", dataset: str | None = None,
+                       store: Path | str = "runs", reuse: bool = True,
+                       max_concurrent: int | None = None) -> StudyReport:
+    """Launch ``study``'s runs through the engine, wait for them, then collect the table and judge the claims."""
+    resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
+    planned, states = launch([study], resolved, parsed_seeds, executor=executor, site=site, store=store,
+                             reuse=reuse, max_concurrent=max_concurrent)
+    results = collect(study, resolved, parsed_seeds, store, planned=planned)
+    print(describe_runs(results, states))
+    return StudyReport(results, judge(results))
+
+
+def run_overview_notebook(*, profile: str = "cpu", executor: str = "local", site: str | None = "local",
+                          seeds: str | int | Sequence[int] = "0", dataset: str | None = None,
+                          store: Path | str = "runs", reuse: bool = True,
+                          max_concurrent: int | None = None) -> OverviewReport:
+    """Launch the runs of every study the profile shows (each distinct run once), then judge every claim."""
+    resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
+    names = studies_in(resolved.name)
+    planned, states = launch(names, resolved, parsed_seeds, executor=executor, site=site, store=store,
+                             reuse=reuse, max_concurrent=max_concurrent)
+    reports = []
+    for name in names:
+        results = collect(name, resolved, parsed_seeds, store, planned=planned)
+        reports.append(StudyReport(results, judge(results)))
+    counts = Counter(states.values())
+    print(f"{len(names)} studies, profile {resolved.name}, seeds {','.join(map(str, parsed_seeds))}: "
+          f"{planned.distinct_runs} distinct runs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return OverviewReport(tuple(reports))
+
+
+def describe_runs(results: StudyResults, states: dict[str, str]) -> str:
+    """One line on the study's runs, then one per failed run with its error's last line."""
+    run_ids = {run.run_id for run in results.runs}
+    counts = Counter(states[run_id] for run_id in run_ids)
+    lines = [f"{results.study.name}, profile {results.profile}, seeds {','.join(map(str, results.seeds))}: "
+             f"{len(run_ids)} distinct runs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))]
+    lines += [f"  {row} seed {seed} failed: {error.strip().splitlines()[-1]}"
+              for (row, seed), error in results.errors().items()]
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""``tsd-study reproduce``: every study of a profile, from training to a browsable report in ``results/<profile>/``.
+
+1. All the runs the selected studies need are launched in one engine call (each distinct run once, as many at a
+   time as the executor allows).
+2. Each notebook runs under papermill with the parameters injected, into ``notebooks/<name>.ipynb``.
+3. Each study's table goes to ``tables/<study>.csv``, all verdicts to ``verdicts.csv``, each figure to
+   ``figures/<figure>.png``.
+4. Each executed notebook is rendered to ``<name>.html`` and ``index.html`` shows every table, figure and verdict
+   (unless ``pages=False``: then no HTML and no figure files, as for the nbval reference notebooks).
+Every file is written atomically: a killed reproduce leaves the previous file or the new one, never a torn one.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from tqdm import tqdm
+
+from tsd_study.atomic import write_bytes_atomic, write_text_atomic
+
+from tsd_study.studies.profiles import Profile
+
+from .collect import collect, study_profile
+from .figures import figure_names, png_bytes, study_figures
+from .notebook import NOTEBOOK_STUDIES, OVERVIEW, StudyReport, launch, parse_seeds, studies_in
+from .verdicts import judge, rule_text, verdict_table
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+"""The source notebooks, in the repository beside the package (an editable install, as ``make setup`` makes)."""
+TEMPLATES = Path(__file__).parent / "templates"
+KERNEL = "python3"
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """What a reproduce call produced: the report directory, notebooks that raised, and runs that did not finish."""
+
+    out: Path
+    failed_notebooks: dict[str, str]
+    unfinished_runs: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        """Every notebook ran and every run finished."""
+        return not self.failed_notebooks and not self.unfinished_runs
+
+
+def select_notebooks(only: Sequence[str] | None) -> tuple[str, ...]:
+    """The study notebooks to run: ``only`` (validated), else all of them."""
+    if not only:
+        return NOTEBOOK_STUDIES
+    unknown = sorted(set(only) - set(NOTEBOOK_STUDIES))
+    if unknown:
+        raise ValueError(f"--only: no notebook for {', '.join(unknown)}; known: {', '.join(NOTEBOOK_STUDIES)}")
+    return tuple(name for name in NOTEBOOK_STUDIES if name in only)
+
+
+def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None = "local",
+              only: Sequence[str] | None = None, store: Path | str = "runs", out: Path | str | None = None,
+              seeds: str = "0", dataset: str | None = None, max_concurrent: int | None = None,
+              pages: bool = True) -> ReproduceResult:
+    """Launch, execute, export and render; see the module docstring. ``only`` also skips the overview notebook."""
+    resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
+    selected = select_notebooks(only)
+    sections = studies_in(resolved.name, selected if only else None)
+    out = Path(out) if out is not None else Path("results") / resolved.name
+    _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, seeds {seeds})")
+    planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=store,
+                             max_concurrent=max_concurrent)
+    parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=seeds, dataset=dataset,
+                      store=str(store), reuse=True, max_concurrent=max_concurrent)
+    names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])
+    failed = execute_notebooks(names, NOTEBOOKS, out / "notebooks", parameters)
+    _step("writing tables and verdicts")
+    reports = []
+    for name in sections:
+        results = collect(name, resolved, parsed_seeds, store, planned=planned)
+        reports.append(StudyReport(results, judge(results)))
+    export_tables(reports, out)
+    if pages:
+        _step("rendering figures and HTML")
+        export_figures(reports, out)
+        for name in names:
+            render_notebook(out / "notebooks" / f"{name}.ipynb", out / f"{name}.html")
+        write_index(reports, resolved, parsed_seeds, out, notebooks=set(names), failures=failed)
+    unfinished = {run_id: state for run_id, state in states.items() if state != "finished"}
+    return ReproduceResult(out, failed, unfinished)
+
+
+def execute_notebooks(names: Sequence[str], source: Path, target: Path, parameters: dict) -> dict[str, str]:
+    """Run each notebook with papermill into ``target``; returns {name: error} for those that raised.
+
+    A notebook that raises is still written (with its traceback) so its page shows what went wrong.
+    """
+    failed = {}
+    for name in tqdm(names, desc="notebooks", unit="notebook", file=sys.stderr):
+        notebook = source / f"{name}.ipynb"
+        if not notebook.is_file():
+            raise FileNotFoundError(f"{notebook}: no such notebook (reproduce runs from a source checkout)")
+        try:
+            _execute_atomically(notebook, target / f"{name}.ipynb", parameters)
+        except papermill.PapermillExecutionError as error:
+            failed[name] = f"{error.ename}: {error.evalue}"
+    return failed
+
+
+def _execute_atomically(notebook: Path, output: Path, parameters: dict) -> None:
+    """papermill saves as it goes: it writes a temporary file beside ``output``, which replaces ``output`` at the end."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, partial = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".partial.ipynb", dir=output.parent)
+    os.close(descriptor)
+    try:
+        papermill.execute_notebook(notebook, partial, parameters=parameters, kernel_name=KERNEL, progress_bar=False,
+                                   cwd=os.getcwd())
+    except papermill.PapermillExecutionError:
+        _publish(Path(partial), notebook, output)
+        raise
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    _publish(Path(partial), notebook, output)
+
+
+def _publish(partial: Path, notebook: Path, output: Path) -> None:
+    """Move the executed notebook into place, its papermill paths naming the source and final files, not temp ones."""
+    executed = nbformat.read(partial, as_version=4)
+    executed.metadata.papermill.input_path = _shown_path(notebook)
+    executed.metadata.papermill.output_path = _shown_path(output)
+    write_text_atomic(output, nbformat.writes(executed))
+    partial.unlink()
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (so committed notebooks name no machine's paths)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(NOTEBOOKS.parent)) if resolved.is_relative_to(NOTEBOOKS.parent) else str(path)
+
+
+def export_tables(reports: Sequence[StudyReport], out: Path) -> None:
+    """``tables/<study>.csv`` (the long table of each study) and ``verdicts.csv`` (every claim)."""
+    for report in reports:
+        table = report.results.table()
+        write_text_atomic(out / "tables" / f"{report.results.study.name}.csv", table.to_csv(index=False))
+    verdicts = verdict_table(tuple(claim for report in reports for claim in report.claims))
+    write_text_atomic(out / "verdicts.csv", verdicts.to_csv(index=False))
+
+
+def export_figures(reports: Sequence[StudyReport], out: Path) -> None:
+    """``figures/<figure>.png`` for every figure of every study."""
+    for report in reports:
+        for name, figure in study_figures(report.results).items():
+            write_bytes_atomic(out / "figures" / f"{name}.png", png_bytes(figure))
+
+
+def render_notebook(notebook: Path, page: Path) -> None:
+    """An executed notebook as a self-contained HTML page (JupyterLab's look, images embedded, no CDN scripts)."""
+    exporter = HTMLExporter(template_name="lab", template_file=str(TEMPLATES / "notebook_page.html.j2"))
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    write_text_atomic(page, body)
+
+
+def write_index(reports: Sequence[StudyReport], profile: Profile, seeds: tuple[int, ...], out: Path,
+                notebooks: set[str], failures: dict[str, str]) -> None:
+    """``index.html``: every verdict first, then per study its table, figures, verdicts and links."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined)
+    sections = [dict(name=report.results.study.name, title=report.results.study.title,
+                     summary=report.results.study.summary, notebook=report.results.study.name in notebooks,
+                     figures=figure_names(report.results.study.name),
+                     verdicts=verdict_table(report.claims).to_dict("records"),
+                     table_html=report.results.display_table().to_html(classes="study-table", border=0))
+                for report in reports]
+    page = environment.get_template("index.html.j2").render(
+        profile=profile, seeds=seeds, sections=sections, failures=failures, verdict_rule=rule_text(profile.name),
+        verdicts=verdict_table(tuple(claim for report in reports for claim in report.claims)).to_dict("records"))
+    write_text_atomic(out / "index.html", page)
+
+
+def _step(message: str) -> None:
+    print(f"tsd-study reproduce: {message}", file=sys.stderr, flush=True)

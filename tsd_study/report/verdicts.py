@@ -1,0 +1,154 @@
+"""Verdicts on the paper's claims, computed from our numbers (and, for reference, from the paper's).
+
+A claim holds when all its checks hold. A check ``lhs OP rhs`` is evaluated seed by seed, so its margin (how far the
+inequality holds, negative when it fails) is paired by seed. With two or more seeds the margin's 95% t-interval
+decides: above 0 confirmed, below 0 not confirmed, across 0 inconclusive. With a single seed there is no interval,
+so the margin must exceed a declared minimum effect: the claim's ``tolerance`` in its study definition, else the
+profile's default for AP points (MIN_EFFECT_AP).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from tsd_study.studies import Check, Claim
+
+from .collect import StudyResults
+from .stats import Estimate, estimate
+
+MIN_EFFECT_AP = {"cpu": 0.5, "smoke": 0.5, "full": 0.3}
+"""With one seed, the smallest AP difference (in points) taken as an effect, per profile."""
+
+
+class Outcome(StrEnum):
+    CONFIRMED = "confirmed"
+    NOT_CONFIRMED = "not confirmed"
+    INCONCLUSIVE = "inconclusive"
+    NO_DATA = "no data yet"
+    NOT_TESTED = "not tested in this profile"
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """One check of a claim: our margin (seed-paired), its outcome, and the margin on the paper's numbers."""
+
+    check: Check
+    margin: Estimate
+    outcome: Outcome
+    detail: str
+    paper_margin: float
+
+    @property
+    def single_seed(self) -> bool:
+        return self.margin.n == 1
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """A claim's outcome over the checks that apply in the profile."""
+
+    study: str
+    claim: Claim
+    outcome: Outcome
+    detail: str
+    paper: str
+    checks: tuple[CheckVerdict, ...]
+
+
+def min_effect(claim: Claim, profile: str) -> float:
+    """The single-seed threshold of ``claim``: its own tolerance, else the profile's default for AP points."""
+    if claim.tolerance is not None:
+        return claim.tolerance
+    try:
+        return MIN_EFFECT_AP[profile]
+    except KeyError:
+        raise ValueError(f"no minimum effect for profile {profile!r}; known: {', '.join(MIN_EFFECT_AP)}") from None
+
+
+def rule_text(profile: str) -> str:
+    """How verdicts are decided, in one sentence for reports."""
+    return (f"with two or more seeds, the 95% t-interval of the seed-paired margin must lie above 0 (confirmed) or "
+            f"below 0 (not confirmed), else inconclusive; with a single seed the margin must exceed a minimum effect "
+            f"of {MIN_EFFECT_AP[profile]:g} AP points, or the claim's own tolerance where it is not in AP points.")
+
+
+def judge_check(margins: np.ndarray, threshold: float) -> tuple[Estimate, Outcome, str]:
+    """The outcome of one check from its per-seed margins (NaN: a seed without a number)."""
+    margin = estimate(margins)
+    if margin.n == 0:
+        return margin, Outcome.NO_DATA, "no finished run for every row of the check"
+    if margin.has_interval:
+        outcome = (Outcome.CONFIRMED if margin.low > 0 else
+                   Outcome.NOT_CONFIRMED if margin.high < 0 else Outcome.INCONCLUSIVE)
+        return margin, outcome, (f"margin {margin.mean:+.2f}, 95% CI [{margin.low:+.2f}, {margin.high:+.2f}], "
+                                 f"{margin.n} seeds")
+    outcome = (Outcome.CONFIRMED if margin.mean > threshold else
+               Outcome.NOT_CONFIRMED if margin.mean < -threshold else Outcome.INCONCLUSIVE)
+    return margin, outcome, f"margin {margin.mean:+.2f}, minimum effect {threshold:g} (single seed)"
+
+
+def judge_claim(results: StudyResults, claim: Claim) -> ClaimVerdict:
+    """The verdict on ``claim`` from the checks whose rows the profile trains."""
+    checks = claim.checks_for(results.trained_row_ids)
+    if not checks:
+        return ClaimVerdict(results.study.name, claim, Outcome.NOT_TESTED,
+                            "none of its rows is trained in this profile", "", ())
+    threshold = min_effect(claim, results.profile)
+    verdicts = []
+    for check in checks:
+        margin, outcome, detail = judge_check(np.asarray(check.margin(results.values), dtype=float), threshold)
+        verdicts.append(CheckVerdict(check, margin, outcome, detail, float(check.margin(results.paper_value))))
+    return ClaimVerdict(results.study.name, claim, _combine(verdicts), _summary(verdicts, len(claim.checks)),
+                        _paper_summary(verdicts), tuple(verdicts))
+
+
+def judge(results: StudyResults) -> tuple[ClaimVerdict, ...]:
+    """A verdict on every claim of the study."""
+    return tuple(judge_claim(results, claim) for claim in results.study.claims)
+
+
+def verdict_table(verdicts: tuple[ClaimVerdict, ...]) -> pd.DataFrame:
+    """One line per claim: study, claim, our verdict with its basis, and whether the paper's own numbers hold."""
+    return pd.DataFrame([(verdict.study, verdict.claim.text, verdict.outcome.value, verdict.detail, verdict.paper)
+                         for verdict in verdicts], columns=["study", "claim", "verdict", "basis", "paper"])
+
+
+def check_table(verdicts: tuple[ClaimVerdict, ...]) -> pd.DataFrame:
+    """One line per check: the check, our mean margin, its interval, n, outcome, and the paper's margin."""
+    return pd.DataFrame([(verdict.claim.id, check.check.source, check.margin.mean, check.margin.low,
+                          check.margin.high, check.margin.n, check.outcome.value, check.paper_margin)
+                         for verdict in verdicts for check in verdict.checks],
+                        columns=["claim", "check", "margin", "ci_low", "ci_high", "n", "outcome", "paper_margin"])
+
+
+def _combine(checks: list[CheckVerdict]) -> Outcome:
+    """All checks must hold: one failure decides, then missing data, then doubt."""
+    outcomes = {check.outcome for check in checks}
+    for outcome in (Outcome.NOT_CONFIRMED, Outcome.NO_DATA, Outcome.INCONCLUSIVE):
+        if outcome in outcomes:
+            return outcome
+    return Outcome.CONFIRMED
+
+
+def _summary(checks: list[CheckVerdict], declared: int) -> str:
+    counts = {outcome: sum(check.outcome == outcome for check in checks) for outcome in Outcome}
+    parts = [f"{count} {outcome.value}" for outcome, count in counts.items() if count]
+    text = f"{len(checks)} check{'s' if len(checks) > 1 else ''}: {', '.join(parts)}"
+    if len(checks) == 1:
+        text = f"{checks[0].check.source}: {checks[0].detail}"
+    elif any(check.single_seed for check in checks):
+        text += " (single seed)"
+    if len(checks) < declared:
+        text += f"; not tested here: {declared - len(checks)} of its {declared} checks (rows of another profile)"
+    return text
+
+
+def _paper_summary(checks: list[CheckVerdict]) -> str:
+    margins = [check.paper_margin for check in checks]
+    if any(math.isnan(margin) for margin in margins):
+        return "no paper numbers"
+    return "holds" if all(margin > 0 for margin in margins) else "fails"
