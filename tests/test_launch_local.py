@@ -83,6 +83,8 @@ def test_the_study_trains_every_run_once_and_reports_it(table2: Table2) -> None:
     (overhead,) = [line for line in lines if line.startswith("overhead: ")]
     assert "2 run(s) trained" in overhead
     assert sorted(use for run in table2.runs for use in run.status().uses) == ["table2/tsd_joint", "table2/tsd_nopc"]
+    for run in table2.runs:  # each run's status line, with its metrics, as it ended
+        assert sum(line.startswith(f"{run.run_id}  finished") and " AP=" in line for line in lines) == 1
     for run in table2.runs:
         assert sorted(path.name for path in run.path.iterdir() if not path.name.startswith(".")) == [
             "derived_proposals.json", "manifest.json", "metrics.json", "predictions.bbox.json", "spec.json", "status.json",

@@ -283,7 +283,7 @@ def _study_run(args: argparse.Namespace) -> int:
     store = RunStore(args.store)
     backend = make_backend(args.executor, store, site=args.site, max_concurrent=args.max_concurrent)
     study_plan = plan(_study_names(args.studies), args.profile, args.seeds)
-    states = run_plan(study_plan, store, backend, force=args.force, progress=args.progress)
+    states = run_plan(study_plan, store, backend, force=args.force, progress=args.progress, show_runs=True)
     wall_seconds = time.perf_counter() - began
     print(format_outcome(store, states))
     if args.profile_overhead:

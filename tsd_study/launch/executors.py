@@ -21,6 +21,7 @@ from filelock import FileLock
 from submitit.slurm.slurm import SlurmJob
 from tqdm import tqdm
 
+from tsd_study.runs.listing import status_line
 from tsd_study.runs.plan import Plan, PlannedRun
 from tsd_study.runs.store import ENDED_STATES, LOG_TAIL_LINES, RunDir, RunStatus, RunStore, StoreError
 
@@ -204,13 +205,16 @@ def make_backend(executor: str, store: RunStore, site: str | Path | Site | None 
 
 
 def run_plan(plan: Plan, store: RunStore, backend: Backend, *, force: bool = False,
-             progress: bool = True) -> dict[str, str]:
-    """Train every run of ``plan`` that is not finished (all of them with ``force``); returns {run_id: state}."""
+             progress: bool = True, show_runs: bool = False) -> dict[str, str]:
+    """Train every run of ``plan`` that is not finished (all of them with ``force``); returns {run_id: state}.
+
+    ``progress`` draws a bar; ``show_runs`` also prints each run's status line (metrics or error) as it ends.
+    """
     backend.check(plan.runs)
     run_dirs = {run.run_id: store.add(run.spec, run.uses) for run in plan.runs}
     if force:
         _discard(list(run_dirs.values()))
-    return _Scheduler(plan, run_dirs, backend, progress).run()
+    return _Scheduler(plan, run_dirs, backend, progress, show_runs).run()
 
 
 def _discard(run_dirs: list[RunDir]) -> None:
@@ -228,7 +232,8 @@ class _Scheduler:
     plan follows it instead of submitting it again; the job's training lock is what guarantees one training.
     """
 
-    def __init__(self, plan: Plan, run_dirs: dict[str, RunDir], backend: Backend, progress: bool) -> None:
+    def __init__(self, plan: Plan, run_dirs: dict[str, RunDir], backend: Backend, progress: bool,
+                 show_runs: bool) -> None:
         self.backend = backend
         self.run_dirs = run_dirs
         self.states = {run_id: "finished" for run_id, run_dir in run_dirs.items() if run_dir.metrics() is not None}
@@ -237,6 +242,7 @@ class _Scheduler:
         self.followed: dict[str, tuple[PlannedRun, RunStatus]] = {}  # and its status when following began
         self.claims: dict[str, FileLock] = {}
         self.shown_summary = ""
+        self.show_runs = show_runs
         self.bar = tqdm(total=len(plan.runs), initial=len(self.states), unit="run", disable=not progress,
                         desc=f"{plan.profile} runs ({backend.name})")
 
@@ -319,7 +325,10 @@ class _Scheduler:
                 self.waiting.append(run)
 
     def _done(self, run_id: str, state: str) -> None:
+        """Count the run as ended and print its status line (metrics or error) above the bar."""
         self.states[run_id] = state
+        if self.show_runs:
+            self.bar.write(status_line(self.run_dirs[run_id]))
         self.bar.update()
 
     def _show_summary(self) -> None:

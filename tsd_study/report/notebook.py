@@ -57,16 +57,17 @@ def studies_in(profile: str, names: Sequence[str] | None = None) -> tuple[str, .
 
 def launch(studies: Sequence[str], profile: Profile, seeds: tuple[int, ...], *, executor: str = "local",
            site: str | None = "local", store: Path | str = "runs", reuse: bool = True,
-           max_concurrent: int | None = None) -> tuple[Plan, dict[str, str]]:
+           max_concurrent: int | None = None, show_runs: bool = False) -> tuple[Plan, dict[str, str]]:
     """Plan the studies' runs (each distinct run once) and train those not finished, with the engine's progress bar.
 
-    Returns the plan and each run's final state. ``reuse=False`` retrains finished runs from scratch.
+    Returns the plan and each run's final state. ``reuse=False`` retrains finished runs from scratch; ``show_runs``
+    prints each run's metrics as it ends.
     """
     planned = plan(list(studies), profile, seeds)
     run_store = RunStore(store)
     backend = make_backend(executor, run_store, site=site if executor == "slurm" else None,
                            max_concurrent=max_concurrent)
-    return planned, run_plan(planned, run_store, backend, force=not reuse)
+    return planned, run_plan(planned, run_store, backend, force=not reuse, show_runs=show_runs)
 
 
 @dataclass(frozen=True)

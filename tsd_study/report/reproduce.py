@@ -74,7 +74,7 @@ def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None
     out = Path(out) if out is not None else Path("results") / resolved.name
     _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, seeds {seeds})")
     planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=store,
-                             max_concurrent=max_concurrent)
+                             max_concurrent=max_concurrent, show_runs=True)
     parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=seeds, dataset=dataset,
                       store=str(store), reuse=True, max_concurrent=max_concurrent)
     names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])

@@ -43,7 +43,7 @@ def format_status(store: RunStore, run_ids: Iterable[str] | None = None) -> str:
     runs = store.runs() if run_ids is None else [store.run(run_id) for run_id in run_ids]
     if not runs:
         return f"no runs in {store.root}/"
-    return "\n".join(_status_line(run) for run in runs)
+    return "\n".join(status_line(run) for run in runs)
 
 
 def format_outcome(store: RunStore, states: dict[str, str]) -> str:
@@ -67,7 +67,8 @@ def _stored_state(run: RunDir) -> str:
     return run_state(run) if (run.path / "spec.json").is_file() else "new"
 
 
-def _status_line(run: RunDir) -> str:
+def status_line(run: RunDir) -> str:
+    """One run: id, state, profile, config, seed, the rows that use it, then its summary metrics or its error."""
     status, spec = run.status(), run.spec()
     line = f"{run.run_id}  {run_state(run):<11} {spec.profile:<6} {spec.config:<28} seed {spec.seed:<3} " \
            f"{', '.join(status.uses) or '-'}"
