@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from tsd_study.output import line_buffered_output
+
 # mmengine imports pkg_resources, which setuptools deprecates; the warning says nothing actionable to our users.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
@@ -18,8 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tsd-study`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):  # see tsd_study.runner.line_buffered_output
-        stream.reconfigure(line_buffering=True)
+    line_buffered_output()
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as error:  # our input errors: say what is wrong, no traceback

@@ -31,6 +31,7 @@ from tsd_study.launch.executors import THREADS_VARIABLE
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
 from tsd_study.models.tsd_roi_head import TSDRoIHead
+from tsd_study.output import line_buffered_output
 from tsd_study.runs.manifest import build_manifest
 from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunStatus, now
 
@@ -80,7 +81,7 @@ def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None
     run = RunDir(run_dir)
     context = JobContext.current()
     _limit_threads()
-    tsd_runner.line_buffered_output()
+    line_buffered_output()
     if not context.is_main:  # the other tasks of a distributed job train alongside task 0, which keeps the books
         return run.metrics() or _train_and_evaluate(run, context, on_training)
     with run.training_lock():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +58,6 @@ def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: 
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / config_path(config).stem)
     return cfg
-
-
-def line_buffered_output() -> None:
-    """Flush stdout and stderr at every newline.
-
-    Forked dataloader workers inherit Python's output buffers and flush their copy when they exit, which repeats
-    (and reorders) buffered log text when the output is a pipe or file. With line buffering nothing waits in them.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(line_buffering=True)
 
 
 def set_max_iters(cfg: Config, max_iters: int) -> None:
