@@ -4,6 +4,8 @@ Planning loads each distinct config once (about 0.5 s each); the module takes ab
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,13 @@ def test_unknown_profile_and_repeated_seeds_are_refused() -> None:
         plan(["table2"], "tiny")
     with pytest.raises(PlanError, match=r"seeds: expected distinct integers, got \[1, 1\]"):
         plan(["table2"], "smoke", seeds=(1, 1))
+
+
+def test_planning_and_launching_import_neither_torch_nor_mmdetection() -> None:
+    """The launcher stays light: configs are checked without their custom imports and the submitted callable is
+    pickled without the training code (the job process imports it)."""
+    script = ("import pickle, sys; from tsd_study.runs import plan; from tsd_study.launch.train_job import TrainJob; "
+              "plan(['table2'], 'smoke'); pickle.dumps(TrainJob()); "
+              "print(sorted(name for name in ('torch', 'mmdet', 'mmengine.runner') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,16 +1,15 @@
 """The training job of one run: train (resuming from the last checkpoint), evaluate on val, write metrics.json.
 
-The executors submit ``TrainJob()(run_dir)``; everything a job needs is in its run directory. This is the one module
-of the study engine (runs/, launch/, jobs) that builds mmengine Runners.
+The executors submit ``TrainJob()(run_dir)`` (tsd_study.launch.train_job), which calls ``train_and_evaluate`` in the
+job process; everything a job needs is in its run directory. This is the one module of the study engine (runs/,
+launch/, jobs) that builds mmengine Runners.
 """
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import traceback
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tsd_study import runner as tsd_runner
 from tsd_study.atomic import write_bytes_atomic
 from tsd_study.bench.latency import measure_latency
 from tsd_study.launch.executors import THREADS_VARIABLE
+from tsd_study.launch.train_job import latest_checkpoint
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
 from tsd_study.models.tsd_roi_head import TSDRoIHead
@@ -39,7 +39,6 @@ LATENCY_IMAGES = 30
 LATENCY_WARMUP = 5
 DERIVED_PROPOSAL_IMAGES = 4
 PREDICTIONS_PREFIX = "predictions"
-CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pth")
 MASTER_PORT_BASE = 20000  # distributed jobs pick MASTER_PORT_BASE + SLURM job id % MASTER_PORT_RANGE
 MASTER_PORT_RANGE = 20000
 
@@ -96,71 +95,6 @@ def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None
             raise
         _finish(run, metrics)
         return metrics
-
-
-class TrainJob(submitit.helpers.Checkpointable):
-    """The submitit callable ``TrainJob()(run_dir)``. On preemption or timeout submitit calls ``checkpoint``: the live
-    Runner is saved and the job requeued, to resume from that checkpoint with the iteration count continuing.
-    """
-
-    def __init__(self) -> None:
-        self._runner: Runner | None = None
-
-    def __call__(self, run_dir: Path | str) -> dict[str, Any]:
-        return train_and_evaluate(run_dir, on_training=self._watch)
-
-    def _watch(self, runner: Runner | None) -> None:
-        self._runner = runner
-
-    def checkpoint(self, run_dir: Path | str) -> submitit.helpers.DelayedSubmission:
-        """Save the training state now and requeue this run; the resumed attempt redoes the interrupted iteration.
-
-        Called by submitit from its signal handler, in task 0 only.
-        """
-        run = RunDir(run_dir)
-        if self._runner is not None:
-            save_checkpoint_now(self._runner)
-        _, resume_iter = latest_checkpoint(run.work_dir)
-
-        def requeued(status: RunStatus) -> None:
-            status.state = "queued"
-            status.end_attempt("requeued", end_iter=resume_iter)
-
-        run.update_status(requeued)
-        return submitit.helpers.DelayedSubmission(TrainJob(), run_dir)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}  # never the live Runner
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._runner = None
-
-
-def save_checkpoint_now(runner: Runner) -> None:
-    """Save ``runner``'s state as ``iter_<completed iterations>.pth``, atomically, unless a checkpoint that far exists.
-
-    A signal can land after the checkpoint hook saved iteration N + 1 but before the loop counted it: that
-    checkpoint is then the better one.
-    """
-    completed, work_dir = runner.iter, Path(runner.work_dir)
-    if latest_checkpoint(work_dir)[1] >= completed:
-        return
-    partial = f".iter_{completed}.pth.partial"
-    runner.save_checkpoint(str(work_dir), filename=partial, meta=dict(iter=completed, epoch=runner.epoch))
-    os.replace(work_dir / partial, work_dir / f"iter_{completed}.pth")
-
-
-def latest_checkpoint(work_dir: Path) -> tuple[Path | None, int]:
-    """The checkpoint with the most iterations whose file is complete, and that count ((None, 0) without one).
-
-    A process killed while torch wrote a checkpoint leaves a zip without its central directory, which is skipped.
-    """
-    found = [(int(match.group(1)), path) for path in work_dir.glob("iter_*.pth")
-             if (match := CHECKPOINT_PATTERN.fullmatch(path.name))]
-    for iteration, path in sorted(found, reverse=True):
-        if zipfile.is_zipfile(path):
-            return path, iteration
-    return None, 0
 
 
 def _limit_threads() -> None:

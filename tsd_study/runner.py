@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmengine.config import Config
-from mmengine.runner import Runner
 
-from tsd_study import checkpoint_compat  # noqa: F401  (checkpoints load under torch's weights_only default)
 from tsd_study.data import apply_dataset, check_dataset, resolve_dataset
-from tsd_study.models.switches import TSDSwitches
+from tsd_study.switches import TSDSwitches
+
+if TYPE_CHECKING:  # loading and checking configs needs neither torch nor mmdetection: planners stay light
+    from mmengine.runner import Runner
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 PROFILES = ("cpu", "full")
@@ -33,12 +34,14 @@ def config_path(config: str | Path) -> Path:
 
 
 def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: dict[str, Any] | None = None,
-                work_dir: str | Path | None = None, max_iters: int | None = None) -> Config:
+                work_dir: str | Path | None = None, max_iters: int | None = None,
+                import_modules: bool = True) -> Config:
     """Build a ready-to-run config: overrides merged, dataset resolved and checked, switches validated.
 
-    Everything that can be wrong with the input fails here, before a Runner exists.
+    Everything that can be wrong with the input fails here, before a Runner exists. ``import_modules=False`` skips
+    the config's ``custom_imports`` (torch, mmdetection, the plugin): for checking configs without building them.
     """
-    cfg = Config.fromfile(config_path(config))
+    cfg = Config.fromfile(config_path(config), import_custom_modules=import_modules)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if max_iters is not None:
@@ -82,6 +85,8 @@ def set_max_iters(cfg: Config, max_iters: int) -> None:
 
 def train(cfg: Config, resume: bool = False) -> Runner:
     """Train with mmengine's Runner (``resume`` continues from the work dir's last checkpoint)."""
+    from mmengine.runner import Runner
+
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -90,5 +95,9 @@ def train(cfg: Config, resume: bool = False) -> Runner:
 
 def test(cfg: Config, checkpoint: str | Path) -> dict[str, float]:
     """Evaluate ``checkpoint`` on the config's test split; returns the evaluator's metrics."""
+    from mmengine.runner import Runner
+
+    from tsd_study import checkpoint_compat  # noqa: F401  (checkpoints load under torch's weights_only default)
+
     cfg.load_from = str(checkpoint)
     return Runner.from_cfg(cfg).test()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import submitit
 from filelock import FileLock
@@ -26,9 +26,7 @@ from tsd_study.runs.plan import Plan, PlannedRun
 from tsd_study.runs.store import ENDED_STATES, LOG_TAIL_LINES, RunDir, RunStatus, RunStore, StoreError
 
 from .sites import Site, check_reachable, load_site
-
-if TYPE_CHECKING:
-    from tsd_study.jobs import TrainJob
+from .train_job import TrainJob
 
 EXECUTORS = ("local", "slurm")
 THREADS_VARIABLE = "TSD_STUDY_THREADS"  # read by tsd_study.jobs; set here to the cores each job gets
@@ -37,13 +35,6 @@ LOCAL_POLL_S = 0.5
 SLURM_POLL_S = 2.0
 SIGNAL_DELAY_S = 90  # submitit's default: the checkpoint signal comes this long before the time limit
 SUBMITIT_DIR = ".submitit"  # under the store root: submitit's pickles and the jobs' stdout/stderr
-
-
-def train_job() -> TrainJob:
-    """The submitit callable that trains one run (imported late: it brings mmengine and mmdetection)."""
-    from tsd_study.jobs import TrainJob
-
-    return TrainJob()
 
 
 class Backend(Protocol):
@@ -95,7 +86,7 @@ class LocalBackend:
         return self.max_concurrent - active
 
     def submit(self, runs: Sequence[tuple[PlannedRun, RunDir]]) -> list[submitit.Job[Any]]:
-        return [self._executor.submit(train_job(), run_dir.path.resolve()) for _, run_dir in runs]
+        return [self._executor.submit(TrainJob(), run_dir.path.resolve()) for _, run_dir in runs]
 
     def refresh(self, jobs: Sequence[submitit.Job[Any]]) -> None:
         return None  # local jobs answer from their process
@@ -138,7 +129,7 @@ class SlurmBackend:
         with self.environment():
             for resources, indices in groups.items():
                 executor = self._executor(dict(resources))
-                array = executor.map_array(train_job(), [runs[index][1].path.resolve() for index in indices])
+                array = executor.map_array(TrainJob(), [runs[index][1].path.resolve() for index in indices])
                 for index, job in zip(indices, array, strict=True):
                     jobs[index] = job
         return [job for job in jobs if job is not None]

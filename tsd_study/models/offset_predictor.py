@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .switches import Manner
+from tsd_study.switches import Manner
 
 
 def offset_outputs(manner: Manner, roi_feat_size: int) -> int:

@@ -5,8 +5,9 @@ from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead
 from mmdet.registry import MODELS
 from torch import Tensor
 
+from tsd_study.switches import Manner
+
 from .offset_predictor import TSDOffsetPredictor
-from .switches import Manner
 
 
 @MODELS.register_module()

@@ -9,8 +9,9 @@ from mmdet.structures.bbox import bbox2roi, get_box_tensor
 from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
 
+from tsd_study.switches import SWITCHES_KEY, SwitchError, TSDSwitches
+
 from .progressive_constraint import classification_constraint, localization_constraint
-from .switches import SWITCHES_KEY, SwitchError, TSDSwitches
 
 BRANCH_KEYS = ("cls_manner", "reg_manner", "with_sibling")
 # Derived proposals are pooled like P: same levels, chosen the same way, and the same fixed sample grid when P's

@@ -139,13 +139,13 @@ def _cells(studies: list[Study], profile: Profile, problems: list[str]) -> list[
 
 def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) -> list[tuple[str, int, int]]:
     """Load each cell's config once; its dataset reference, GPUs and CPU tasks, or a problem line naming its rows."""
-    from tsd_study import runner  # mmengine and mmdetection: only when a plan is made
+    from tsd_study import runner  # mmengine's Config: only when a plan is made
 
     resolved = []
     for cell in cells:
         try:
             cfg = runner.load_config(cell.config, dataset=profile.dataset, cfg_options=cell.overrides,
-                                     max_iters=profile.max_iters)
+                                     max_iters=profile.max_iters, import_modules=False)
             resolved.append((str(cfg.tsd_dataset), _count(cfg, GPUS_KEY, default=0, minimum=0),
                              _count(cfg, CPU_TASKS_KEY, default=1, minimum=1)))
         except Exception as error:  # every way a config fails to load is a problem to list

@@ -1,0 +1,88 @@
+"""The callable the executors submit, and the checkpoints it resumes from.
+
+This module stays light (no torch, no mmdetection) so that the launcher can pickle ``TrainJob()`` without importing
+what training needs: the job process imports ``tsd_study.jobs`` when it starts training.
+"""
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import submitit
+
+from tsd_study.runs.store import RunDir, RunStatus
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
+
+CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pth")
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """The submitit callable ``TrainJob()(run_dir)``. On preemption or timeout submitit calls ``checkpoint``: the live
+    Runner is saved and the job requeued, to resume from that checkpoint with the iteration count continuing.
+    """
+
+    def __init__(self) -> None:
+        self._runner: Runner | None = None
+
+    def __call__(self, run_dir: Path | str) -> dict[str, Any]:
+        from tsd_study.jobs import train_and_evaluate  # torch and mmdetection: in the job process only
+
+        return train_and_evaluate(run_dir, on_training=self._watch)
+
+    def _watch(self, runner: Runner | None) -> None:
+        self._runner = runner
+
+    def checkpoint(self, run_dir: Path | str) -> submitit.helpers.DelayedSubmission:
+        """Save the training state now and requeue this run; the resumed attempt redoes the interrupted iteration.
+
+        Called by submitit from its signal handler, in task 0 only.
+        """
+        run = RunDir(run_dir)
+        if self._runner is not None:
+            save_checkpoint_now(self._runner)
+        _, resume_iter = latest_checkpoint(run.work_dir)
+
+        def requeued(status: RunStatus) -> None:
+            status.state = "queued"
+            status.end_attempt("requeued", end_iter=resume_iter)
+
+        run.update_status(requeued)
+        return submitit.helpers.DelayedSubmission(TrainJob(), run_dir)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # never the live Runner
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._runner = None
+
+
+def save_checkpoint_now(runner: Runner) -> None:
+    """Save ``runner``'s state as ``iter_<completed iterations>.pth``, atomically, unless a checkpoint that far exists.
+
+    A signal can land after the checkpoint hook saved iteration N + 1 but before the loop counted it: that
+    checkpoint is then the better one.
+    """
+    completed, work_dir = runner.iter, Path(runner.work_dir)
+    if latest_checkpoint(work_dir)[1] >= completed:
+        return
+    partial = f".iter_{completed}.pth.partial"
+    runner.save_checkpoint(str(work_dir), filename=partial, meta=dict(iter=completed, epoch=runner.epoch))
+    os.replace(work_dir / partial, work_dir / f"iter_{completed}.pth")
+
+
+def latest_checkpoint(work_dir: Path) -> tuple[Path | None, int]:
+    """The checkpoint with the most iterations whose file is complete, and that count ((None, 0) without one).
+
+    A process killed while torch wrote a checkpoint leaves a zip without its central directory, which is skipped.
+    """
+    found = [(int(match.group(1)), path) for path in work_dir.glob("iter_*.pth")
+             if (match := CHECKPOINT_PATTERN.fullmatch(path.name))]
+    for iteration, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return path, iteration
+    return None, 0
