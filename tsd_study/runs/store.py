@@ -172,9 +172,14 @@ class RunDir:
             write_json_atomic(self.path / "status.json", status.to_dict(), indent=2)
         return status
 
+    @property
+    def metrics_file(self) -> Path:
+        """metrics.json: written once, atomically, as the last act of a finished training job."""
+        return self.path / "metrics.json"
+
     def metrics(self) -> dict[str, Any] | None:
         """metrics.json when it is complete, else None."""
-        file = self.path / "metrics.json"
+        file = self.metrics_file
         if not file.is_file():
             return None
         metrics = _read_json(file)
@@ -183,8 +188,8 @@ class RunDir:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         problems = metrics_problems(metrics)
         if problems:
-            raise StoreError(f"{self.path / 'metrics.json'}: refusing incomplete metrics: {'; '.join(problems)}")
-        write_json_atomic(self.path / "metrics.json", metrics, indent=2)
+            raise StoreError(f"{self.metrics_file}: refusing incomplete metrics: {'; '.join(problems)}")
+        write_json_atomic(self.metrics_file, metrics, indent=2)
 
     def manifest(self) -> dict[str, Any] | None:
         file = self.path / "manifest.json"
