@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -12,6 +12,15 @@ from torch import nn
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def elapsed_ms(call: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds ``call()`` takes, its queued CUDA work included."""
+    _synchronize(device)
+    start = time.perf_counter()
+    call()
+    _synchronize(device)
+    return 1000.0 * (time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -27,12 +36,9 @@ def measure_latency(model: nn.Module, batches: Iterable[dict], num_images: int =
     for index, batch in enumerate(batches):
         if index >= warmup + num_images:
             break
-        _synchronize(device)
-        start = time.perf_counter()
-        model.test_step(batch)
-        _synchronize(device)
+        milliseconds = elapsed_ms(lambda: model.test_step(batch), device)
         if index >= warmup:
-            times.append(1000.0 * (time.perf_counter() - start))
+            times.append(milliseconds)
     if not times:
         raise ValueError(f"measure_latency: fewer than {warmup + 1} images to time")
     return statistics.median(times)
