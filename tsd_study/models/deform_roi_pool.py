@@ -169,7 +169,8 @@ def _deform_roi_pool_torch(
     bins = _WeightedPixelSum.apply(
         pixels, pixel_index.reshape(-1, pixels_per_bin), pixel_weight.reshape(-1, pixels_per_bin)
     )
-    return bins.view(len(rois), out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
+    # (n, C, out_h, out_w) in channels-last memory: callers copy it into place anyway (one copy, not two)
+    return bins.view(len(rois), out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 class _WeightedPixelSum(torch.autograd.Function):
