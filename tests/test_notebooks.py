@@ -12,7 +12,7 @@ compared after tests/nbval_sanitize.cfg: progress bars, object addresses and dec
 table that loses a row or a column fails there, while the numbers themselves are compared with the reference
 tables below, with tolerances; verdict cells (tagged ``nbval-ignore-output``) are checked the same way.
 
-Runtime: the structure tests take seconds; the nbval session trains the 22 distinct smoke runs (about 15 minutes on
+Runtime: the structure tests take seconds; the nbval session trains the 20 distinct smoke runs (about 15 minutes on
 2 busy cores) unless test_browser.py already did.
 """
 from __future__ import annotations
