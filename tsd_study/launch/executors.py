@@ -35,6 +35,7 @@ LOCAL_POLL_S = 0.5
 SLURM_POLL_S = 2.0
 SIGNAL_DELAY_S = 90  # submitit's default: the checkpoint signal comes this long before the time limit
 SUBMITIT_DIR = ".submitit"  # under the store root: submitit's pickles and the jobs' stdout/stderr
+RECORDED_ENDS = ("finished", "failed")  # states a job writes last, as it ends
 
 
 class Backend(Protocol):
@@ -281,9 +282,11 @@ class _Scheduler:
         return True
 
     def _settle_ended(self) -> None:
+        """Settle the runs whose job ended, or whose job recorded the run's end and is only exiting: its slot is free
+        once the run's files are final, not after the process's teardown."""
         self.backend.refresh(list(self.active.values()))
         for run_id, job in list(self.active.items()):
-            if job.done():
+            if self.run_dirs[run_id].status().state in RECORDED_ENDS or job.done():
                 del self.active[run_id]
                 self._settle(run_id, job)
 
