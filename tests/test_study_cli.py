@@ -59,7 +59,7 @@ def test_plan_all_counts_runs_shared_across_the_paper(capsys: pytest.CaptureFixt
     assert code == 0
     header = out.splitlines()[0]
     assert header.startswith("table1, table2, table3, table4, table5, table6, table7, table8, table9, fig4 in profile "
-                             "smoke, seeds 0,1: 64 table cells need 44 distinct runs, 8 shared between tables")
+                             "smoke, seeds 0,1: 60 table cells need 40 distinct runs, 8 shared between tables")
 
 
 def test_status_shows_each_run_its_rows_and_metrics_or_error(capsys: pytest.CaptureFixture[str],
