@@ -87,6 +87,8 @@ def train(cfg: Config, resume: bool = False) -> Runner:
     """Train with mmengine's Runner (``resume`` continues from the work dir's last checkpoint)."""
     from mmengine.runner import Runner
 
+    from tsd_study import checkpoint_compat  # noqa: F401  (checkpoints load under torch's weights_only default)
+
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
     runner.train()
