@@ -2,14 +2,10 @@
 random backbone, few RoIs and 64 px images."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-from collections.abc import Callable, Iterator
-from unittest import mock
+from collections.abc import Callable
 
-import mmengine.config.config
-import mmengine.config.utils
 import pytest
 import torch
 from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
@@ -32,23 +28,9 @@ IMAGE_SIZE = 64
 GAMMA = 0.1  # the released code's offset scale (TSD_METHOD.md, "The TSD head" 2)
 
 
-_read_metafile = functools.cache(mmengine.config.utils.load)
-_is_installed = functools.cache(mmengine.config.config.is_installed)
-
-
-@contextlib.contextmanager
-def fast_mmdet_bases() -> Iterator[None]:
-    """Resolve ``mmdet::`` config bases without mmengine's cost per reference (it reloads pkg_resources and re-reads
-    mmdetection's ~200 metafiles each time, about 0.5 s); neither changes during a test session."""
-    with mock.patch.object(mmengine.config.utils, "load", _read_metafile), \
-            mock.patch.object(mmengine.config.config, "is_installed", _is_installed):
-        yield
-
-
 @functools.cache
 def _parsed_config(name: str) -> Config:
-    with fast_mmdet_bases():
-        return Config.fromfile(config_path(name))
+    return Config.fromfile(config_path(name))
 
 
 def packaged_config(name: str) -> Config:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from mmengine.config import Config
 
-from model_fixtures import fast_mmdet_bases, packaged_config
+from model_fixtures import packaged_config
+from tsd_study import external_configs
 from tsd_study.cli import main
 from tsd_study.models import TSDSwitches
 from tsd_study.runner import CONFIG_ROOT, PROFILES
@@ -127,10 +128,25 @@ def test_table4_switch_columns_match_the_configs(profile: str) -> None:
 
 def test_params_table1_matches_the_paper(capsys: pytest.CaptureFixture[str]) -> None:
     """``tsd-study params table1``: every full-scale row within 2% of the paper's parameter column."""
-    with fast_mmdet_bases():
-        assert main(["params", "table1"]) == 0
+    assert main(["params", "table1"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("row")
     paper = {row.name: row.paper["params_M"] for row in load_study("table1").rows_for("full")}
     assert sorted(table.index) == sorted(paper)
     for name, paper_params in paper.items():
         assert table.loc[name, "params_M"] == pytest.approx(paper_params, rel=PARAMS_TOLERANCE), name
+
+
+def test_mmdet_references_resolve_to_mmdetections_files_reading_its_metafiles_once(tmp_path: Path) -> None:
+    """A ``mmdet::`` base and a ``mmdet::`` model config load as mmengine resolves them; looking them up again reads
+    no metafile; a missing package stays missing."""
+    base, model = tmp_path / "base.py", tmp_path / "model.py"
+    base.write_text("_base_ = ['mmdet::_base_/default_runtime.py']\n")
+    model.write_text("_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']\n")
+    assert Config.fromfile(base).default_scope == "mmdet"
+    assert Config.fromfile(model).model.roi_head.bbox_head.type == "Shared2FCBBoxHead"
+    files_read = external_configs.config_utils.load.cache_info().misses
+    assert Config.fromfile(model).model.type == "FasterRCNN"
+    assert Config.fromfile(base).default_scope == "mmdet"
+    assert external_configs.config_utils.load.cache_info().misses == files_read
+    assert not external_configs.is_installed("tsd_study_no_such_package")
+    assert "tsd_study_no_such_package" not in external_configs._installed

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmengine.config import Config
 
+from tsd_study import external_configs  # noqa: F401  (mmdet:: bases resolved from a parsed index)
 from tsd_study.data import apply_dataset, check_dataset, resolve_dataset
 from tsd_study.switches import TSDSwitches
 
