@@ -13,8 +13,9 @@ import pytest
 
 from tsd_study.report import StudyReport, judge
 from tsd_study.report.figures import figure_names
-from tsd_study.report.reproduce import (export_figures, export_tables, execute_notebooks, render_notebook,
-                                        select_notebooks, write_index)
+from tsd_study.report.reproduce import (export_figures, export_runs, export_tables, execute_notebooks,
+                                        render_notebook, run_seconds, select_notebooks, write_index)
+from tsd_study.runs import Attempt, RunStore, plan
 from tsd_study.studies.profiles import get_profile
 
 from report_fixtures import fabricated
@@ -71,6 +72,22 @@ def test_exports_write_every_table_verdict_and_figure(tmp_path: Path, reports: l
     assert list(verdicts.study) == ["table1"] * 3 + ["table9"] * 3
     assert sorted(path.stem for path in (tmp_path / "figures").iterdir()) == sorted(
         name for report in reports for name in figure_names(report.results.study.name))
+
+
+def test_runs_table_round_trips_the_wall_times_that_order_the_next_reproduce(tmp_path: Path) -> None:
+    planned, store, table = plan(["table2"], "smoke"), RunStore(tmp_path / "runs"), tmp_path / "runs.csv"
+    assert run_seconds(table) == {}
+    timed, untouched = (store.add(run.spec, run.uses) for run in planned.runs)
+    timed.update_status(lambda status: status.attempts.append(Attempt(
+        "2026-01-01T00:00:00+00:00", "local", "7", "vm", 0, "2026-01-01T00:02:05+00:00", "failed")))
+    export_runs(planned, store, table)
+    runs = pd.read_csv(table)
+    assert list(runs.uses) == [" ".join(run.uses) for run in planned.runs]
+    assert list(runs.state) == ["pending", "pending"]
+    assert run_seconds(table) == {timed.run_id: 125.0, untouched.run_id: 0.0}
+    table.write_text("run_id,seconds\nabc,3\n")
+    with pytest.raises(ValueError, match="runs.csv: no column wall_s; .* delete it"):
+        run_seconds(table)
 
 
 def test_index_shows_every_section_escaped_with_failures_first(tmp_path: Path, reports: list[StudyReport]) -> None:

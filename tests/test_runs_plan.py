@@ -44,6 +44,14 @@ def test_specs_take_the_profile_config_dir_dataset_and_schedule(tables_1_2_4: An
         assert (run.gpus, run.cpu_tasks) == (0, 1)
 
 
+def test_longest_first_puts_unknown_runs_first_then_the_longest(tables_1_2_4: Any) -> None:
+    first, second, third, *rest = (run.run_id for run in tables_1_2_4.runs)
+    expected = {run_id: 10.0 for run_id in rest} | {first: 5.0, third: 60.0}
+    ordered = tables_1_2_4.longest_first(expected)
+    assert [run.run_id for run in ordered.runs] == [second, third, *rest, first]
+    assert (ordered.studies, ordered.seeds, ordered.cells) == (tables_1_2_4.studies, (0,), tables_1_2_4.cells)
+
+
 def test_each_seed_is_its_own_run() -> None:
     seeded = plan(["table2"], "smoke", seeds=(0, 1, 2))
     assert seeded.distinct_runs == 6

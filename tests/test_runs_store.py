@@ -91,6 +91,14 @@ def test_status_round_trip_and_ending_an_attempt(store: RunStore) -> None:
     assert RunStatus.from_dict(run.status().to_dict(), "x") == run.status()
 
 
+def test_wall_seconds_add_up_the_ended_attempts() -> None:
+    attempts = [Attempt("2026-01-01T00:00:00+00:00", "slurm", "1", "n1", 0, "2026-01-01T00:01:30+00:00", "requeued", 8),
+                Attempt("2026-01-01T00:05:00+00:00", "slurm", "2", "n2", 8, "2026-01-01T00:06:00+00:00", "finished"),
+                Attempt("2026-01-01T00:07:00+00:00", "slurm", "3", "n1", 0)]  # still running: not counted
+    assert RunStatus(attempts=attempts).wall_seconds() == 150.0
+    assert RunStatus().wall_seconds() == 0.0
+
+
 def test_a_broken_status_file_is_named(store: RunStore) -> None:
     run = store.add(SPEC)
     (run.path / "status.json").write_text('{"state": "sleeping", "attempts": []}')

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,17 +57,20 @@ def studies_in(profile: str, names: Sequence[str] | None = None) -> tuple[str, .
 
 def launch(studies: Sequence[str], profile: Profile, seeds: tuple[int, ...], *, executor: str = "local",
            site: str | None = "local", store: Path | str = "runs", reuse: bool = True,
-           max_concurrent: int | None = None, show_runs: bool = False) -> tuple[Plan, dict[str, str]]:
+           max_concurrent: int | None = None, show_runs: bool = False,
+           expected_s: Mapping[str, float] | None = None) -> tuple[Plan, dict[str, str]]:
     """Plan the studies' runs (each distinct run once) and train those not finished, with the engine's progress bar.
 
     Returns the plan and each run's final state. ``reuse=False`` retrains finished runs from scratch; ``show_runs``
-    prints each run's metrics as it ends.
+    prints each run's metrics as it ends; ``expected_s`` (seconds by run id, e.g. from an earlier report) submits
+    the longest runs first.
     """
     planned = plan(list(studies), profile, seeds)
     run_store = RunStore(store)
     backend = make_backend(executor, run_store, site=site if executor == "slurm" else None,
                            max_concurrent=max_concurrent)
-    return planned, run_plan(planned, run_store, backend, force=not reuse, show_runs=show_runs)
+    submitted = planned.longest_first(expected_s) if expected_s else planned
+    return planned, run_plan(submitted, run_store, backend, force=not reuse, show_runs=show_runs)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,16 @@
 1. All the runs the selected studies need are launched in one engine call (each distinct run once, as many at a
    time as the executor allows).
 2. Each notebook runs under papermill with the parameters injected, into ``notebooks/<name>.ipynb``.
-3. Each study's table goes to ``tables/<study>.csv``, all verdicts to ``verdicts.csv``, each figure to
-   ``figures/<figure>.png``.
+3. Each study's table goes to ``tables/<study>.csv``, all verdicts to ``verdicts.csv``, each run's state and wall
+   time to ``runs.csv``, each figure to ``figures/<figure>.png``. The next reproduce into the same directory
+   submits the runs longest first by those times, so that the last runs to start are short ones.
 4. Each executed notebook is rendered to ``<name>.html`` and ``index.html`` shows every table, figure and verdict
    (unless ``pages=False``: then no HTML and no figure files, as for the nbval reference notebooks).
 Every file is written atomically: a killed reproduce leaves the previous file or the new one, never a torn one.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -20,12 +22,14 @@ from pathlib import Path
 
 import jinja2
 import nbformat
+import pandas as pd
 import papermill
 from nbconvert import HTMLExporter
 from tqdm import tqdm
 
 from tsd_study.atomic import write_bytes_atomic, write_text_atomic
-
+from tsd_study.runs import Plan, RunStore
+from tsd_study.runs.listing import run_state
 from tsd_study.studies.profiles import Profile
 
 from .collect import collect, study_profile
@@ -36,6 +40,8 @@ from .verdicts import judge, rule_text, verdict_table
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 """The source notebooks, in the repository beside the package (an editable install, as ``make setup`` makes)."""
 TEMPLATES = Path(__file__).parent / "templates"
+RUNS_TABLE = "runs.csv"
+RUNS_COLUMNS = ("run_id", "config", "overrides", "seed", "uses", "state", "wall_s")
 KERNEL = "python3"
 
 
@@ -74,7 +80,7 @@ def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None
     out = Path(out) if out is not None else Path("results") / resolved.name
     _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, seeds {seeds})")
     planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=store,
-                             max_concurrent=max_concurrent, show_runs=True)
+                             max_concurrent=max_concurrent, show_runs=True, expected_s=run_seconds(out / RUNS_TABLE))
     parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=seeds, dataset=dataset,
                       store=str(store), reuse=True, max_concurrent=max_concurrent)
     names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])
@@ -85,6 +91,7 @@ def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None
         results = collect(name, resolved, parsed_seeds, store, planned=planned)
         reports.append(StudyReport(results, judge(results)))
     export_tables(reports, out)
+    export_runs(planned, RunStore(store), out / RUNS_TABLE)
     if pages:
         _step("rendering figures and HTML")
         export_figures(reports, out)
@@ -151,6 +158,30 @@ def export_tables(reports: Sequence[StudyReport], out: Path) -> None:
         write_text_atomic(out / "tables" / f"{report.results.study.name}.csv", table.to_csv(index=False))
     verdicts = verdict_table(tuple(claim for report in reports for claim in report.claims))
     write_text_atomic(out / "verdicts.csv", verdicts.to_csv(index=False))
+
+
+def export_runs(planned: Plan, store: RunStore, table: Path) -> None:
+    """``runs.csv``: each run of the plan with its config, seed, the rows that use it, its state and wall seconds."""
+    rows = []
+    for run in planned.runs:
+        run_dir = store.run(run.run_id)
+        rows.append(dict(run_id=run.run_id, config=run.spec.config, overrides=json.dumps(run.spec.overrides),
+                         seed=run.spec.seed, uses=" ".join(run.uses), state=run_state(run_dir),
+                         wall_s=round(run_dir.status().wall_seconds(), 1)))
+    write_text_atomic(table, pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
+
+
+def run_seconds(table: Path) -> dict[str, float]:
+    """Wall seconds by run id from an earlier ``runs.csv`` (none when there is no such file), for the run order."""
+    if not table.is_file():
+        return {}
+    runs = pd.read_csv(table, dtype={"run_id": str})
+    missing = sorted({"run_id", "wall_s"} - set(runs.columns))
+    if missing or not pd.api.types.is_numeric_dtype(runs["wall_s"]):
+        problem = f"no column {', '.join(missing)}" if missing else "wall_s is not numeric"
+        raise ValueError(f"{table}: {problem}; it orders the runs by an earlier reproduce's times, "
+                         f"delete it to submit them in plan order")
+    return dict(zip(runs["run_id"], runs["wall_s"].astype(float), strict=True))
 
 
 def export_figures(reports: Sequence[StudyReport], out: Path) -> None:

@@ -6,8 +6,10 @@ in one error naming the study, row and what is wrong.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +49,8 @@ class PlannedRun:
 
 @dataclass(frozen=True)
 class Plan:
-    """The runs some studies need in one profile, each distinct run once, in the order rows first need them."""
+    """The runs some studies need in one profile, each distinct run once, in the order rows first need them (the
+    order they are submitted in, unless reordered by ``longest_first``)."""
 
     profile: str
     studies: tuple[str, ...]
@@ -67,6 +70,12 @@ class Plan:
     def shared_runs(self) -> tuple[PlannedRun, ...]:
         """Runs that rows of more than one study use (trained once, shown in several tables)."""
         return tuple(run for run in self.runs if len(run.studies) > 1)
+
+    def longest_first(self, expected_s: Mapping[str, float]) -> Plan:
+        """The same runs, those expected to take longest first, so that the runs started last are short ones and no
+        slot waits idle for long at the end. Runs with no expectation (new ones) lead, in plan order."""
+        runs = sorted(self.runs, key=lambda run: -expected_s.get(run.run_id, math.inf))
+        return dataclasses.replace(self, runs=tuple(runs))
 
 
 @dataclass(frozen=True)

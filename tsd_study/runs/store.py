@@ -86,6 +86,11 @@ class RunStatus:
             last = self.attempts[-1]
             last.ended_at, last.outcome, last.end_iter = now(), outcome, end_iter
 
+    def wall_seconds(self) -> float:
+        """Seconds the run's jobs spent in it so far: the ended attempts, start to end, summed."""
+        return sum((datetime.fromisoformat(attempt.ended_at) - datetime.fromisoformat(attempt.started_at))
+                   .total_seconds() for attempt in self.attempts if attempt.ended_at is not None)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
