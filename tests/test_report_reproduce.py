@@ -52,6 +52,19 @@ def test_notebooks_run_with_injected_parameters_and_failures_are_kept(tmp_path: 
     assert "store is elsewhere" in (tmp_path / "good.html").read_text()
 
 
+def test_notebooks_run_side_by_side(tmp_path: Path) -> None:
+    """Each of two notebooks waits for the other's mark: they finish only if they run at the same time."""
+    wait = ("import pathlib, time\n"
+            "pathlib.Path(folder, me).touch()\n"
+            "deadline = time.monotonic() + 60\n"
+            "while not pathlib.Path(folder, other).exists():\n"
+            "    assert time.monotonic() < deadline, 'ran alone'\n"
+            "    time.sleep(0.1)")
+    for me, other in (("a", "b"), ("b", "a")):
+        write_notebook(tmp_path / f"{me}.ipynb", f"folder, me, other = '', {me!r}, {other!r}", wait)
+    assert execute_notebooks(["a", "b"], tmp_path, tmp_path / "executed", {"folder": str(tmp_path)}, workers=2) == {}
+
+
 def test_a_missing_notebook_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="table1.ipynb: no such notebook"):
         execute_notebooks(["table1"], tmp_path, tmp_path / "out", {})

@@ -2,7 +2,8 @@
 
 1. All the runs the selected studies need are launched in one engine call (each distinct run once, as many at a
    time as the executor allows).
-2. Each notebook runs under papermill with the parameters injected, into ``notebooks/<name>.ipynb``.
+2. Each notebook runs under papermill with the parameters injected, into ``notebooks/<name>.ipynb``, one per core
+   at a time.
 3. Each study's table goes to ``tables/<study>.csv``, all verdicts to ``verdicts.csv``, each run's state and wall
    time to ``runs.csv``, each figure to ``figures/<figure>.png``. The next reproduce into the same directory
    submits the runs longest first by those times, so that the last runs to start are short ones.
@@ -17,6 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,21 +104,28 @@ def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None
     return ReproduceResult(out, failed, unfinished)
 
 
-def execute_notebooks(names: Sequence[str], source: Path, target: Path, parameters: dict) -> dict[str, str]:
-    """Run each notebook with papermill into ``target``; returns {name: error} for those that raised.
+def execute_notebooks(names: Sequence[str], source: Path, target: Path, parameters: dict,
+                      workers: int | None = None) -> dict[str, str]:
+    """Run each notebook with papermill into ``target``, ``workers`` at a time (default: one per core, as each
+    kernel is a process of its own); returns {name: error} for those that raised.
 
     A notebook that raises is still written (with its traceback) so its page shows what went wrong.
     """
+    for name in names:
+        if not (source / f"{name}.ipynb").is_file():
+            raise FileNotFoundError(f"{source / name}.ipynb: no such notebook (reproduce runs from a source checkout)")
     failed = {}
-    for name in tqdm(names, desc="notebooks", unit="notebook", file=sys.stderr):
-        notebook = source / f"{name}.ipynb"
-        if not notebook.is_file():
-            raise FileNotFoundError(f"{notebook}: no such notebook (reproduce runs from a source checkout)")
-        try:
-            _execute_atomically(notebook, target / f"{name}.ipynb", parameters)
-        except papermill.PapermillExecutionError as error:
-            failed[name] = f"{error.ename}: {error.evalue}"
-    return failed
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, \
+            tqdm(total=len(names), desc="notebooks", unit="notebook", file=sys.stderr) as bar:
+        running = {pool.submit(_execute_atomically, source / f"{name}.ipynb", target / f"{name}.ipynb", parameters):
+                   name for name in names}
+        for done in as_completed(running):
+            try:
+                done.result()
+            except papermill.PapermillExecutionError as error:
+                failed[running[done]] = f"{error.ename}: {error.evalue}"
+            bar.update()
+    return dict(sorted(failed.items(), key=lambda item: names.index(item[0])))
 
 
 def _execute_atomically(notebook: Path, output: Path, parameters: dict) -> None:
