@@ -1,8 +1,9 @@
 """Studies through the SLURM executor on the real local cluster (cluster/local-slurm), faults included.
 
-Every test trains on the smoke profile (6 iterations, 48 images) or on a longer schedule it stops itself. The module
-takes about 5.5 minutes on 2 otherwise idle cores: SLURM requeues a job about 10-25 s after it stops, and the
-time-limit test waits for SLURM's own signal, which comes 30-90 s into a job with a 2-minute limit.
+Every test trains on the smoke profile (6 iterations, 48 images) or on a longer schedule it stops itself (the
+cancelled run's schedule outlasts the SIGKILL that follows scancel). The module takes about 6 minutes on 2 otherwise
+idle cores: SLURM requeues a job about 10-25 s after it stops, and the time-limit test waits for SLURM's own signal,
+which comes 30-90 s into a job with a 2-minute limit.
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TIMEOUT_S = 600
 LONG_PROFILE = Profile("slurm-long", "cpu", "shapes:48", 1000, "a schedule longer than any test waits for")
+# submitit's jobs ignore scancel's SIGTERM and train on until SIGKILL, KillWait (10 s) later: a smoke run can finish
+# in that time, and then a rerun rightly finds nothing to retrain. 60 iterations take about half a minute.
+CANCEL_PROFILE = Profile("slurm-cancel", "cpu", "shapes:48", 60, "a schedule that outlasts SLURM's KillWait")
 
 
 def study_of(rows: list[dict[str, Any]], name: str) -> Study:
@@ -166,7 +170,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(site_file: Callable[.
 def test_a_cancelled_run_is_reported_cancelled_and_retrained_by_a_rerun(site_file: Callable[..., Path],
                                                                         store: RunStore,
                                                                         local_slurm: LocalSlurm) -> None:
-    planned = plan([only_row("tsd_nopc", "cancelled")], "smoke", seeds=(5,))
+    planned = plan([only_row("tsd_nopc", "cancelled")], CANCEL_PROFILE, seeds=(5,))
     run = the_run(planned, store)
     launch = Launch(planned, store, site_file())
     local_slurm.command("scancel", job_id_when_running(run))
