@@ -63,6 +63,15 @@ def test_every_notebook_and_reference_exists() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_reference_was_made_with_the_store_nbval_links(name: str) -> None:
+    """The reference notebooks run as they are under nbval: their store must be the relative ``runs``, which the
+    nbval session links to its smoke store, not the store of whoever regenerated them."""
+    (injected,) = cells_tagged(read(REFERENCE / "notebooks" / f"{name}.ipynb"), "injected-parameters")
+    assignments = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(injected.source).body}
+    assert assignments["store"] == PARAMETERS["store"], f"regenerate {REFERENCE} with the default --store"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_notebook_is_thin_with_one_parameters_cell(name: str) -> None:
     notebook = read(NOTEBOOKS / f"{name}.ipynb")
     assert notebook.metadata.kernelspec.name == "python3"
