@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import SHARED_DATA
 from slurm_fixtures import local_slurm  # noqa: F401  (the real local SLURM cluster, started once per session)
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The test data beside the project (../shared/data: voc100, coco_eval_ref), required by the suite."""
+    """The workplace's test data (voc100, coco_eval_ref; see shared_data.py), required by the suite."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the project checkout")
+        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the project checkout "
+                    f"(or beside the checkout it was cloned from, or TSD_SHARED_DATA)")
     return SHARED_DATA
 
 

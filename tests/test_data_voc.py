@@ -12,7 +12,9 @@ from tsd_study.data.checks import check_split
 from tsd_study.data.spec import DatasetError, read_manifest
 from tsd_study.data.voc import VOC_CLASSES, voc_to_coco
 
-VOC100 = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "voc100").resolve()
+from shared_data import SHARED_DATA
+
+VOC100 = SHARED_DATA / "voc100"
 XML_DIR = VOC100 / "gts" / "pascalvoc_format"
 IMAGE_DIR = VOC100 / "images"
 SHIPPED_COCO = VOC100 / "gts" / "coco_format_v1" / "instances_default.json"

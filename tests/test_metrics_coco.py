@@ -21,7 +21,8 @@ from tsd_study.metrics import (
     format_report,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import SHARED_DATA
+
 COCO_REF = SHARED_DATA / "coco_eval_ref"
 COCO_REF_GT = COCO_REF / "instances_val2014_100.json"
 COCO_REF_RESULTS = {
