@@ -1,12 +1,13 @@
 """Resolve ``mmdet::`` config bases without mmengine's fixed cost per reference.
 
 For every ``package::path`` base, mmengine 0.10 first checks that the package is installed by reloading
-``pkg_resources`` (40 ms), then looks the path up in the package's model index by parsing all of its metafiles
-(about a hundred YAML files for mmdetection, 0.3 s), and only then, not finding a base such as
-``mmdet::_base_/default_runtime.py`` there, falls back to the file under ``.mim/configs``. Our configs have two or
-three such bases each: planning the 20 runs of the CPU study took 10.5 s, 3 s with this module. It keeps each parsed
-metafile and each positive installation check for the life of the process (installed packages' files do not change
-under a running planner); what mmengine resolves is unchanged. Importing the module is enough (``runner`` does).
+``pkg_resources``, then looks the path up in the package's model index by parsing all of its metafiles (about a
+hundred YAML files for mmdetection), and only then, not finding a base such as ``mmdet::_base_/default_runtime.py``
+there, falls back to the file under ``.mim/configs``. Our configs have two or three such bases each:
+``tsd-study study plan`` of every study in the cpu profile (20 runs) took 10.5 to 11.4 s, 3.4 to 3.8 s with this
+module. It keeps each parsed metafile and each positive installation check for the life of the process (installed
+packages' files do not change under a running planner); what mmengine resolves is unchanged. Importing the module
+is enough (``runner`` does).
 """
 from __future__ import annotations
 
