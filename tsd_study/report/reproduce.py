@@ -125,7 +125,7 @@ def execute_notebooks(names: Sequence[str], source: Path, target: Path, paramete
             except papermill.PapermillExecutionError as error:
                 failed[running[done]] = f"{error.ename}: {error.evalue}"
             bar.update()
-    return dict(sorted(failed.items(), key=lambda item: names.index(item[0])))
+    return {name: failed[name] for name in names if name in failed}
 
 
 def _execute_atomically(notebook: Path, output: Path, parameters: dict) -> None:
