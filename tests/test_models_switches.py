@@ -16,7 +16,7 @@ KEY = "model.roi_head.tsd"
 # The released code's choices (TSD_METHOD.md): Point.w for classification, Prop.w for localization, joint sibling
 # training, both PC terms with margins 0.3 and the clamp, a target that back-propagates into P_r, gamma 0.1.
 RELEASED = dict(cls_manner="point", reg_manner="prop", joint_sibling=True, pc_cls=True, pc_loc=True, margin_cls=0.3,
-                margin_loc=0.3, margin_clamp=True, target_grad=True, gamma=0.1)
+                margin_loc=0.3, margin_clamp=True, target_grad=True, gamma=0.1, offset_init="released")
 NO_SIBLING = dict(joint_sibling=False, pc_cls=False, pc_loc=False)
 
 
@@ -57,6 +57,8 @@ def test_roi_head_without_switches_is_the_released_head() -> None:
     (dict(margin_cls="0.2"), f"{KEY}.margin_cls", "expected float"),
     (dict(cls_manner=None), f"{KEY}.cls_manner", "expected Manner"),
     (dict(pc=False), KEY, "unknown switch(es) ['pc']"),
+    (dict(offset_init="kaiming"), f"{KEY}.offset_init", "unknown init"),
+    (dict(offset_init=0), f"{KEY}.offset_init", "expected OffsetInit"),
 ])
 def test_bad_switches_fail_naming_the_key(switches: dict, key: str, problem: str) -> None:
     with pytest.raises(SwitchError, match=re.escape(key) + ".*" + re.escape(problem)):
@@ -70,10 +72,11 @@ def test_edge_values_are_accepted(switches: dict) -> None:
     assert dataclasses.asdict(TSDSwitches.from_config(switches)) == dict(RELEASED, **switches)
 
 
-@pytest.mark.parametrize("bbox_head_key", ["cls_manner", "reg_manner", "with_sibling"])
+@pytest.mark.parametrize("bbox_head_key", ["cls_manner", "reg_manner", "with_sibling", "offset_init"])
 def test_bbox_head_keys_of_the_switches_are_refused(bbox_head_key: str) -> None:
     cfg = tiny_roi_head_cfg()
-    cfg.bbox_head[bbox_head_key] = "none" if bbox_head_key.endswith("manner") else False
+    cfg.bbox_head[bbox_head_key] = {"cls_manner": "none", "reg_manner": "none", "offset_init": "zero"}.get(
+        bbox_head_key, False)
     with pytest.raises(SwitchError, match=re.escape(f"model.roi_head.bbox_head: ['{bbox_head_key}']") + ".*" +
                        re.escape(KEY)):
         MODELS.build(cfg)

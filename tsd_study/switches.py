@@ -10,6 +10,8 @@ from typing import Any, Literal, Mapping
 
 Manner = Literal["point", "prop", "none"]
 MANNERS: tuple[str, ...] = ("point", "prop", "none")
+OffsetInit = Literal["released", "zero"]
+OFFSET_INITS: tuple[str, ...] = ("released", "zero")
 SWITCHES_KEY = "model.roi_head.tsd"
 
 
@@ -31,6 +33,10 @@ class TSDSwitches:
         margin_clamp: clamp the margin to 1 - p_sib (1 - IoU_sib), as the released code does.
         target_grad: let the localization target (encoded relative to P_r) back-propagate into the translation.
         gamma: scale of the predicted offsets relative to the proposal's width and height.
+        offset_init: how the offset predictor's last layers start: ``released`` (Kaiming normal, a=1, as every
+            layer of the released code's predictor; the starting offsets then scale with the RoI features) or
+            ``zero`` (zero weights, so every derived proposal starts at P: the DCN convention, and what the released
+            code's own deformable pooling module does).
     """
 
     cls_manner: Manner = "point"
@@ -43,6 +49,7 @@ class TSDSwitches:
     margin_clamp: bool = True
     target_grad: bool = True
     gamma: float = 0.1
+    offset_init: OffsetInit = "released"
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None, key: str = SWITCHES_KEY) -> TSDSwitches:
@@ -67,6 +74,8 @@ class TSDSwitches:
         for name in ("cls_manner", "reg_manner"):
             if getattr(self, name) not in MANNERS:
                 raise SwitchError(f"{key}.{name}: unknown manner {getattr(self, name)!r}; expected one of {MANNERS}")
+        if self.offset_init not in OFFSET_INITS:
+            raise SwitchError(f"{key}.offset_init: unknown init {self.offset_init!r}; expected one of {OFFSET_INITS}")
         for name in ("margin_cls", "margin_loc"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SwitchError(f"{key}.{name}: margin must lie in [0, 1], got {getattr(self, name)}")
@@ -79,6 +88,6 @@ class TSDSwitches:
 
 
 def _check_type(key: str, value: Any, annotation: str) -> None:
-    expected = {"bool": bool, "float": (int, float), "Manner": str}[annotation]
+    expected = {"bool": bool, "float": (int, float), "Manner": str, "OffsetInit": str}[annotation]
     if isinstance(value, bool) and annotation == "float" or not isinstance(value, expected):
         raise SwitchError(f"{key}: expected {annotation}, got {value!r}")

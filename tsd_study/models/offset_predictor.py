@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from tsd_study.switches import Manner
+from tsd_study.switches import Manner, OffsetInit
 
 
 def offset_outputs(manner: Manner, roi_feat_size: int) -> int:
@@ -20,9 +20,10 @@ class TSDOffsetPredictor(nn.Module):
     """
 
     def __init__(self, in_channels: int, roi_feat_size: int, cls_manner: Manner, reg_manner: Manner,
-                 hidden_channels: int = 256) -> None:
+                 hidden_channels: int = 256, offset_init: OffsetInit = "released") -> None:
         super().__init__()
         self.roi_feat_size = roi_feat_size
+        self.offset_init = offset_init
         self.manners = {"cls": cls_manner, "reg": reg_manner}
         self.shared_fc = nn.Linear(in_channels * roi_feat_size * roi_feat_size, hidden_channels)
         self.task_heads = nn.ModuleDict()
@@ -35,11 +36,15 @@ class TSDOffsetPredictor(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def init_weights(self) -> None:
-        """Kaiming normal (a=1) weights and zero biases everywhere, the last layers included (released code)."""
+        """Kaiming normal (a=1) weights and zero biases (released code); with ``offset_init='zero'`` the last layer
+        of each task starts at zero, so that every derived proposal starts at P."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight, a=1)
                 nn.init.zeros_(module.bias)
+        if self.offset_init == "zero":
+            for head in self.task_heads.values():
+                nn.init.zeros_(head[-1].weight)
 
     def forward(self, roi_feats: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Return (classification offsets, localization offsets) for RoI features of shape (n, C, k, k)."""
