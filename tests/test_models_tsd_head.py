@@ -19,8 +19,9 @@ from model_fixtures import (NUM_PROPOSALS, IMAGE_SIZE, GAMMA, tiny_detector_cfg,
 
 @pytest.fixture
 def roi_head() -> TSDRoIHead:
-    """The tiny TSD + PC RoI head of cpu/tsd_pc (every released switch, margins 0.2)."""
-    return build_roi_head()
+    """The tiny TSD + PC RoI head of cpu/tsd_pc (margins 0.2) with the released offset init, whose offsets start away
+    from zero, so that derived proposals differ from P."""
+    return build_roi_head(offset_init="released")
 
 
 def test_targets_use_background_index_num_classes(roi_head: TSDRoIHead, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,6 +143,22 @@ def test_offset_predictor_has_the_released_init(roi_head: TSDRoIHead) -> None:
         assert weights.std().item() == pytest.approx(1.0, rel=0.35)
     assert predictor.task_heads["cls"][-1].out_features == 7 * 7 * 2
     assert predictor.task_heads["reg"][-1].out_features == 2
+
+
+def test_zero_offset_init_starts_every_derived_proposal_at_p() -> None:
+    """``offset_init='zero'``: the last offset layers are zero (the others keep the released init), so P_c and P_r
+    start as P; the first gradient step reaches the zero layers."""
+    roi_head = build_roi_head(offset_init="zero")
+    predictor = roi_head.bbox_head.offset_predictor
+    for head in predictor.task_heads.values():
+        assert not head[-1].weight.any() and not head[-1].bias.any()
+        assert head[0].weight.std() > 0
+    features, rois = demo_features(roi_head), fixed_rois()
+    results = roi_head._bbox_forward(features, rois)
+    assert not results["cls_offsets"].any() and not results["reg_offsets"].any()
+    torch.testing.assert_close(results["reg_rois"], rois)
+    results["cls_score"].sum().backward()
+    assert predictor.task_heads["cls"][-1].weight.grad.abs().sum() > 0
 
 
 def test_sibling_checkpoint_loads_with_and_without_the_sibling_head(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from tsd_study.switches import SwitchError, TSDSwitches
 from .deform_roi_extractor import DeformRoIExtractor
 from .deform_roi_pool import DeformRoIPool, deform_roi_pool
 from .efficientnet_lite import EfficientNetLite
+from .offset_health import OffsetHealth, OffsetHealthHook, bin_centers
 from .offset_predictor import TSDOffsetPredictor
 from .progressive_constraint import classification_constraint, localization_constraint
 from .task_split import TaskFeatures, TaskSplitBackbone, TaskSplitNeck
@@ -12,7 +13,8 @@ from .tsd_bbox_head import TSDBBoxHead
 from .tsd_roi_head import TSDRoIHead, translate_rois
 
 __all__ = [
-    "DeformRoIExtractor", "DeformRoIPool", "EfficientNetLite", "SwitchError", "TSDBBoxHead", "TSDOffsetPredictor",
-    "TSDRoIHead", "TSDSwitches", "TaskFeatures", "TaskSplitBackbone", "TaskSplitNeck", "classification_constraint",
-    "deform_roi_pool", "localization_constraint", "translate_rois",
+    "DeformRoIExtractor", "DeformRoIPool", "EfficientNetLite", "OffsetHealth", "OffsetHealthHook", "SwitchError",
+    "TSDBBoxHead", "TSDOffsetPredictor", "TSDRoIHead", "TSDSwitches", "TaskFeatures", "TaskSplitBackbone",
+    "TaskSplitNeck", "bin_centers", "classification_constraint", "deform_roi_pool", "localization_constraint",
+    "translate_rois",
 ]

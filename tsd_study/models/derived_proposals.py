@@ -7,24 +7,11 @@ from pathlib import Path
 import torch
 from mmcv.ops import batched_nms
 from mmdet.structures.bbox import bbox2roi
-from torch import Tensor
 
 from tsd_study.atomic import write_json_atomic
 
+from .offset_health import bin_centers
 from .tsd_roi_head import TSDRoIHead
-
-
-def bin_centers(rois: Tensor, offsets: Tensor | None, gamma: float, grid: int) -> Tensor:
-    """Centres of the ``grid`` x ``grid`` bins of each RoI (n, 5), each moved by its pointwise offset: (n, grid^2, 2)."""
-    x1, y1, x2, y2 = (rois[:, index, None, None] for index in range(1, 5))
-    steps = (torch.arange(grid, dtype=rois.dtype, device=rois.device) + 0.5) / grid
-    centre_x = x1 + steps[None, None, :] * (x2 - x1)
-    centre_y = y1 + steps[None, :, None] * (y2 - y1)
-    if offsets is not None:
-        centre_x = centre_x + gamma * offsets[:, 0] * (x2 - x1)
-        centre_y = centre_y + gamma * offsets[:, 1] * (y2 - y1)
-    centre_x, centre_y = torch.broadcast_tensors(centre_x, centre_y)
-    return torch.stack([centre_x, centre_y], dim=-1).flatten(1, 2)
 
 
 @torch.no_grad()

@@ -11,9 +11,10 @@ from torch import Tensor
 
 from tsd_study.switches import SWITCHES_KEY, SwitchError, TSDSwitches
 
+from .offset_health import OffsetHealth
 from .progressive_constraint import classification_constraint, localization_constraint
 
-BRANCH_KEYS = ("cls_manner", "reg_manner", "with_sibling")
+BRANCH_KEYS = ("cls_manner", "reg_manner", "with_sibling", "offset_init")
 # Derived proposals are pooled like P: same levels, chosen the same way, and the same fixed sample grid when P's
 # extractor has one (a DeformRoIExtractor); otherwise the grid is DeformRoIExtractor's default, the released 4 x 4.
 SHARED_EXTRACTOR_KEYS = ("out_channels", "featmap_strides", "finest_scale", "sampling_ratio")
@@ -38,11 +39,16 @@ class TSDRoIHead(StandardRoIHead):
     Args:
         tsd: the switches; omitted ones take the released code's values.
         derived_roi_extractor: overrides for :class:`DeformRoIExtractor` (e.g. ``sampling_ratio``).
+
+    Attributes:
+        offset_health: when set (by :class:`OffsetHealthHook`, for an evaluation), ``predict_bbox`` records where
+            the derived proposals sit.
     """
 
     def __init__(self, tsd: dict | None = None, derived_roi_extractor: dict | None = None, **kwargs) -> None:
         self.switches = TSDSwitches.from_config(tsd)
         self._derived_roi_extractor_cfg = dict(derived_roi_extractor or {})
+        self.offset_health: OffsetHealth | None = None
         super().__init__(**kwargs)
         if self.with_shared_head:
             raise SwitchError("model.roi_head.shared_head: TSDRoIHead does not support a shared (C4) head")
@@ -55,13 +61,13 @@ class TSDRoIHead(StandardRoIHead):
         switches = self.switches
         super().init_bbox_head(bbox_roi_extractor, dict(
             bbox_head, cls_manner=switches.cls_manner, reg_manner=switches.reg_manner,
-            with_sibling=switches.joint_sibling))
+            with_sibling=switches.joint_sibling, offset_init=switches.offset_init))
         self.derived_roi_extractor = None
         if self.bbox_head.offset_predictor is not None:
             same_levels = {key: bbox_roi_extractor[key] for key in SHARED_EXTRACTOR_KEYS if key in bbox_roi_extractor}
             self.derived_roi_extractor = MODELS.build(dict(
                 type="DeformRoIExtractor", output_size=self.bbox_head.roi_feat_size[0], gamma=switches.gamma,
-                **same_levels, **self._derived_roi_extractor_cfg))
+                **{**same_levels, **self._derived_roi_extractor_cfg}))
 
     def _bbox_forward(self, x: tuple[Tensor, ...], rois: Tensor) -> dict:
         """Features of P, the TSD predictions, the predicted offsets, ``reg_rois`` (the boxes the regression is
@@ -128,6 +134,11 @@ class TSDRoIHead(StandardRoIHead):
         if rois.shape[0] == 0:
             return super().predict_bbox(x, batch_img_metas, rpn_results_list, rcnn_test_cfg, rescale)
         results = self._bbox_forward(x, rois)
+        if self.offset_health is not None and self.derived_roi_extractor is not None:
+            image_sizes = rois.new_tensor([meta["img_shape"][:2] for meta in batch_img_metas])
+            self.offset_health.record(results["bbox_feats"], rois,
+                                      {"cls": results["cls_offsets"], "reg": results["reg_offsets"]},
+                                      self.switches.gamma, image_sizes)
         per_image = tuple(len(p) for p in proposals)
         return self.bbox_head.predict_by_feat(
             rois=results["reg_rois"].split(per_image), cls_scores=results["cls_score"].split(per_image),
