@@ -36,7 +36,7 @@ VERSIONED = {"python", "torch", "mmcv", "mmdet", "mmengine", "tsd-study"}
 
 
 def study_command(store: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "tsd_study.cli", "study", "run", *args, "--profile", "smoke", "--store", str(store),
+    return [sys.executable, "-m", "tsd_study.cli", "study", "run", *args, "--profile", "smoke", "--seeds", "0", "--store", str(store),
             "--no-progress"]
 
 
@@ -109,6 +109,20 @@ def test_metrics_are_complete_and_recomputable_from_the_predictions(table2: Tabl
         assert evaluate_coco(ann_file, run.predictions_file("bbox")).to_json() == metrics["bbox"]
 
 
+def test_every_run_keeps_its_learning_curve_and_tsd_runs_their_offset_health(table2: Table2) -> None:
+    for run in table2.runs:  # the smoke profile validates at 25, 50, 75 and 100% of 6 iterations, rounded
+        metrics = run.metrics()
+        curve = metrics["curve"]
+        assert [point["iter"] for point in curve] == [2, 4, 6]
+        assert curve[-1]["AP"] == pytest.approx(100 * metrics["bbox"]["stats"][0])
+        health = metrics["offset_health"]
+        assert health == curve[-1]["offset_health"]
+        assert set(health) == {"feature_rms", "cls_offset_rms", "cls_offset_max", "reg_offset_rms",
+                               "reg_offset_max", "cls_points_outside"}
+        assert health["feature_rms"] > 0 and 0 <= health["cls_points_outside"] <= 1
+        assert health["cls_offset_max"] >= health["cls_offset_rms"] >= 0
+
+
 def test_tsd_runs_write_the_derived_proposals_of_fig5(table2: Table2) -> None:
     for run in table2.runs:  # both rows of Table 2 are TSD models
         dump = json.loads(run.derived_proposals_file.read_text())
@@ -144,7 +158,7 @@ def test_a_rerun_skips_finished_runs_and_force_retrains_them_identically(table2:
 
 def test_kill_9_of_a_running_study_loses_nothing(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs")
-    first_run, second_run = (store.run(run.run_id) for run in plan(["table2"], "smoke").runs)
+    first_run, second_run = (store.run(run.run_id) for run in plan(["table2"], "smoke", (0,)).runs)
     study = subprocess.Popen(study_command(store.root, "table2", "--max-concurrent", "1"), start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -166,6 +180,7 @@ def test_kill_9_of_a_running_study_loses_nothing(tmp_path: Path) -> None:
     killed, resumed = attempts(second_run)
     assert killed.outcome == "interrupted" and resumed.outcome == "finished"
     assert resumed.start_iter >= 2 and second_run.manifest()["start_iter"] == resumed.start_iter
+    assert [point["iter"] for point in second_run.metrics()["curve"]] == [2, 4, 6]  # no point lost to the kill
     assert all(run.status().state in STATES for run in store.runs())
 
 
@@ -184,7 +199,7 @@ def two_launchers(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunStore, l
 
 def test_shared_runs_are_trained_once(two_launchers: tuple[RunStore, list[subprocess.CompletedProcess]]) -> None:
     store, _ = two_launchers
-    planned = plan(["table5", "table9"], "smoke")
+    planned = plan(["table5", "table9"], "smoke", (0,))
     assert (planned.cells, planned.distinct_runs, len(planned.shared_runs)) == (6, 4, 2)
     manifests = [run.manifest() for run in store.runs()]
     assert len(manifests) == planned.distinct_runs and all(manifests)

@@ -6,6 +6,7 @@ launch/, jobs) that builds mmengine Runners.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -19,17 +20,19 @@ import submitit
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import IterBasedTrainLoop, Runner
 
 from tsd_study import runner as tsd_runner
-from tsd_study.atomic import write_bytes_atomic
+from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
 from tsd_study.launch.executors import THREADS_VARIABLE
 from tsd_study.launch.train_job import latest_checkpoint
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
+from tsd_study.models.offset_health import HEALTH_INFO_KEY, OffsetHealthHook
 from tsd_study.models.tsd_roi_head import TSDRoIHead
 from tsd_study.output import line_buffered_output
 from tsd_study.runs.manifest import build_manifest
@@ -160,38 +163,50 @@ def _log_tail(run: RunDir) -> list[str]:
 
 
 def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingObserver | None) -> dict[str, Any]:
-    """metrics.json's content; train_seconds covers building the Runner and training, eval_seconds the test loop,
-    the COCO evaluation and the latency measurement."""
+    """metrics.json's content: the final evaluation, the learning curve, latency and parameters.
+
+    The config's validation loop evaluates during training (the learning curve) and at its end (the final
+    metrics); train_seconds covers building the Runner and training, eval_seconds every evaluation, the latency
+    measurement and Fig. 5's dump.
+    """
     cfg = _build_config(run, context)
     began = time.perf_counter()
     runner = Runner.from_cfg(cfg)
+    curve = LearningCurveHook(run.work_dir, cfg.val_evaluator.ann_file, _iou_types(cfg))
+    runner.register_hook(OffsetHealthHook())
+    runner.register_hook(curve, priority="LOW")
     if on_training is not None:
         runner.register_hook(_Observer(on_training), priority="VERY_HIGH")
     runner.train()
-    trained = time.perf_counter()
-    runner.test()
+    if not curve.final or curve.points[-1]["iter"] != runner.iter:  # resumed after the last validation
+        runner.val_loop.run()
+    ended = time.perf_counter()
     if not context.is_main:
         return {}
-    metrics = _evaluate(run, cfg, runner)
-    return {**metrics, "iters": runner.iter, "train_seconds": trained - began,
-            "eval_seconds": time.perf_counter() - trained}
+    metrics = _evaluate(run, cfg, runner, curve)
+    eval_seconds = curve.seconds + time.perf_counter() - ended
+    return {**metrics, "iters": runner.iter, "train_seconds": ended - began - curve.seconds,
+            "eval_seconds": eval_seconds}
 
 
 def _build_config(run: RunDir, context: JobContext) -> Config:
-    """The run's config: seed, work dir in the run, evaluation once at the end, predictions into the run dir."""
+    """The run's config: seed, work dir in the run, validation predictions written into the work dir."""
     spec = run.spec()
     cfg = tsd_runner.load_config(spec.config, dataset=spec.dataset,
                                  cfg_options={**spec.overrides, "randomness.seed": spec.seed},
                                  work_dir=run.work_dir, max_iters=spec.max_iters)
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # the job evaluates once, after training
-    cfg.test_evaluator.outfile_prefix = str(run.work_dir / PREDICTIONS_PREFIX)
-    cfg.test_evaluator.format_only = True  # the test loop writes the predictions; _evaluate scores them
+    cfg.val_evaluator.outfile_prefix = str(run.work_dir / PREDICTIONS_PREFIX)
+    cfg.val_evaluator.format_only = True  # each validation writes its predictions; LearningCurveHook scores them
     checkpoint, _ = latest_checkpoint(run.work_dir)
     cfg.resume = checkpoint is not None
     cfg.load_from = str(checkpoint) if checkpoint else None
     if context.num_tasks > 1:
         _prepare_distributed(cfg, context)
     return cfg
+
+
+def _iou_types(cfg: Config) -> tuple[str, ...]:
+    return tuple(iou for iou in IOU_TYPES if iou in _as_list(cfg.val_evaluator.metric))
 
 
 def _prepare_distributed(cfg: Config, context: JobContext) -> None:
@@ -212,22 +227,23 @@ def _prepare_distributed(cfg: Config, context: JobContext) -> None:
                                  find_unused_parameters=cfg.get("find_unused_parameters", False))
 
 
-def _evaluate(run: RunDir, cfg: Config, runner: Runner) -> dict[str, Any]:
-    """COCO metrics with the area x IoU breakdown of the predictions the test loop wrote, latency and parameters;
-    TSD models also write Fig. 5's derived proposals of a few test images."""
-    iou_types = [iou for iou in IOU_TYPES if iou in _as_list(cfg.test_evaluator.metric)]
+def _evaluate(run: RunDir, cfg: Config, runner: Runner, curve: LearningCurveHook) -> dict[str, Any]:
+    """The last validation's COCO metrics (area x IoU breakdown included) and predictions, the learning curve, the
+    offset health, latency and parameters; TSD models also write Fig. 5's derived proposals of a few val images."""
     metrics: dict[str, Any] = {}
-    for iou_type in iou_types:
-        predictions = run.predictions_file(iou_type)
-        written = run.work_dir / f"{PREDICTIONS_PREFIX}.{iou_type}.json"
-        write_bytes_atomic(predictions, written.read_bytes())
+    for iou_type in curve.iou_types:
+        written = curve.predictions_file(iou_type)
+        write_bytes_atomic(run.predictions_file(iou_type), written.read_bytes())
         written.unlink()
-        metrics[iou_type] = evaluate_coco(Path(cfg.test_evaluator.ann_file), predictions, iou_type).to_json()
+        metrics[iou_type] = curve.final[iou_type]
+    metrics["curve"] = curve.points
+    if "offset_health" in curve.points[-1]:
+        metrics["offset_health"] = curve.points[-1]["offset_health"]
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     metrics["latency_ms"] = _latency(runner, model)
     metrics["params_M"] = sum(parameter.numel() for parameter in model.parameters()) / 1e6
     if isinstance(getattr(model, "roi_head", None), TSDRoIHead):
-        dataset = runner.test_dataloader.dataset
+        dataset = runner.val_dataloader.dataset
         batches = (pseudo_collate([dataset[index]]) for index in range(len(dataset)))
         dump_derived_proposals(model, batches, run.derived_proposals_file, num_images=DERIVED_PROPOSAL_IMAGES,
                                classes=tuple(dataset.metainfo["classes"]))
@@ -235,17 +251,77 @@ def _evaluate(run: RunDir, cfg: Config, runner: Runner) -> dict[str, Any]:
 
 
 def _latency(runner: Runner, model: torch.nn.Module) -> float:
-    """Median ms per image over LATENCY_IMAGES test images one at a time (the split is cycled if smaller).
+    """Median ms per image over LATENCY_IMAGES val images one at a time (the split is cycled if smaller).
 
     Images come straight from the test dataset: no sampler, so no collective call in a distributed job.
     """
-    dataset = runner.test_dataloader.dataset
+    dataset = runner.val_dataloader.dataset
     batches = (pseudo_collate([dataset[index % len(dataset)]]) for index in range(LATENCY_WARMUP + LATENCY_IMAGES))
     return measure_latency(model, batches, num_images=LATENCY_IMAGES, warmup=LATENCY_WARMUP)
 
 
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class LearningCurveHook(Hook):
+    """Scores every validation of a run (the predictions its format-only evaluator wrote) with the area x IoU
+    breakdown, and keeps the learning curve: one point per validation with the iteration, AP, AP50 and AP75 (and
+    the mask APs), and the offset health :class:`OffsetHealthHook` measured. The curve is saved in the work dir after
+    each point, so a resumed run keeps the points before its checkpoint.
+
+    Attributes:
+        points: the curve so far, in iteration order.
+        final: the last validation's full evaluation (``CocoEvaluation.to_json()``) per IoU type, once this process
+            has validated.
+        seconds: wall seconds spent in validations by this process.
+    """
+
+    priority = "LOW"  # after OffsetHealthHook (NORMAL) has summarised the epoch
+    CURVE_FILE = "curve.json"
+    CURVE_METRICS = ("AP", "AP50", "AP75")
+
+    def __init__(self, work_dir: Path, ann_file: str, iou_types: tuple[str, ...]) -> None:
+        self.work_dir, self.ann_file, self.iou_types = Path(work_dir), Path(ann_file), iou_types
+        self.points: list[dict[str, Any]] = []
+        self.final: dict[str, dict] = {}
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def predictions_file(self, iou_type: str) -> Path:
+        return self.work_dir / f"{PREDICTIONS_PREFIX}.{iou_type}.json"
+
+    def before_train(self, runner: Runner) -> None:
+        """Keep the saved points up to the resumed iteration; a validation the interrupted attempt owed at that
+        iteration (killed between its checkpoint and its validation) is made up now."""
+        saved = self.work_dir / self.CURVE_FILE
+        points = json.loads(saved.read_text()) if saved.is_file() else []
+        self.points = [point for point in points if point["iter"] <= runner.iter]
+        loop = runner.train_loop
+        owed = (isinstance(loop, IterBasedTrainLoop) and 0 < runner.iter < loop.max_iters
+                and runner.iter % loop.val_interval == 0)
+        if owed and not any(point["iter"] == runner.iter for point in self.points):
+            runner.val_loop.run()
+
+    def before_val_epoch(self, runner: Runner) -> None:
+        self._began = time.perf_counter()
+
+    def after_val_epoch(self, runner: Runner, metrics: dict | None = None) -> None:
+        if is_main_process():
+            point: dict[str, Any] = {"iter": runner.iter}
+            for iou_type in self.iou_types:
+                evaluation = evaluate_coco(self.ann_file, self.predictions_file(iou_type), iou_type).to_json()
+                self.final[iou_type] = evaluation
+                prefix = "" if iou_type == "bbox" else f"{iou_type}_"
+                point.update({f"{prefix}{name}": 100.0 * stat for name, stat in
+                              zip(self.CURVE_METRICS, evaluation["stats"][:3])})
+            health = runner.message_hub.get_info(HEALTH_INFO_KEY)
+            if health:
+                point["offset_health"] = health
+                runner.message_hub.update_info(HEALTH_INFO_KEY, None)
+            self.points = [old for old in self.points if old["iter"] < point["iter"]] + [point]
+            write_json_atomic(self.work_dir / self.CURVE_FILE, self.points, indent=1)
+        self.seconds += time.perf_counter() - self._began
 
 
 class _Observer(Hook):

@@ -65,13 +65,14 @@ def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: 
 
 
 def set_max_iters(cfg: Config, max_iters: int) -> None:
-    """Shorten or lengthen an iteration-based schedule; LR steps and the checkpoint interval scale with it."""
+    """Shorten or lengthen an iteration-based schedule; LR steps, the validation (learning-curve) interval and the
+    checkpoint interval scale with it."""
     loop = cfg.train_cfg
     if loop.get("type") != "IterBasedTrainLoop":
         raise ConfigError(f"train_cfg.type: max_iters needs an IterBasedTrainLoop, this config has {loop.get('type')}")
     scale = max_iters / loop.max_iters
+    loop.val_interval = min(max(1, round(loop.get("val_interval", loop.max_iters) * scale)), max_iters)
     loop.max_iters = max_iters
-    loop.val_interval = max_iters
     schedulers = []
     for scheduler in cfg.param_scheduler:
         scheduler = copy.deepcopy(scheduler)

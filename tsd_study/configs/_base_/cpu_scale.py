@@ -5,7 +5,8 @@ custom_imports = dict(imports=['tsd_study.models'], allow_failed_imports=False)
 tsd_dataset = 'shapes'
 tsd_gpus = 0
 max_iters = 240
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+# Validation at 25, 50, 75 and 100% of the schedule: the learning curve (the last one gives the run's metrics).
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters // 4)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
