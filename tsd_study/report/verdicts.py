@@ -1,10 +1,12 @@
 """Verdicts on the paper's claims, computed from our numbers (and, for reference, from the paper's).
 
 A claim holds when all its checks hold. A check ``lhs OP rhs`` is evaluated seed by seed, so its margin (how far the
-inequality holds, negative when it fails) is paired by seed. With two or more seeds the margin's 95% t-interval
-decides: above 0 confirmed, below 0 not confirmed, across 0 inconclusive. With a single seed there is no interval,
-so the margin must exceed a declared minimum effect: the claim's ``tolerance`` in its study definition, else the
-profile's default for AP points (MIN_EFFECT_AP).
+inequality holds, negative when it fails) is paired by seed, and the margin's 95% t-interval over seeds decides
+against the minimum effect (the claim's ``tolerance`` in its study definition, else the profile's default for AP
+points, MIN_EFFECT_AP): the whole interval above it is confirmed, the whole interval below it not confirmed (the
+effect is absent, reversed or too small to count), an interval that straddles it inconclusive. A single seed has no
+interval, so its checks are inconclusive whatever their margin. A verdict that rests on a row whose learning curve
+had not flattened says so.
 """
 from __future__ import annotations
 
@@ -42,14 +44,11 @@ class CheckVerdict:
     detail: str
     paper_margin: float
 
-    @property
-    def single_seed(self) -> bool:
-        return self.margin.n == 1
-
 
 @dataclass(frozen=True)
 class ClaimVerdict:
-    """A claim's outcome over the checks that apply in the profile."""
+    """A claim's outcome over the checks that apply in the profile; ``unconverged`` names the rows it rests on
+    whose learning curves had not flattened."""
 
     study: str
     claim: Claim
@@ -57,10 +56,11 @@ class ClaimVerdict:
     detail: str
     paper: str
     checks: tuple[CheckVerdict, ...]
+    unconverged: tuple[str, ...] = ()
 
 
 def min_effect(claim: Claim, profile: str) -> float:
-    """The single-seed threshold of ``claim``: its own tolerance, else the profile's default for AP points."""
+    """The smallest margin that counts for ``claim``: its own tolerance, else the profile's default for AP points."""
     if claim.tolerance is not None:
         return claim.tolerance
     try:
@@ -71,24 +71,23 @@ def min_effect(claim: Claim, profile: str) -> float:
 
 def rule_text(profile: str) -> str:
     """How verdicts are decided, in one sentence for reports."""
-    return (f"with two or more seeds, the 95% t-interval of the seed-paired margin must lie above 0 (confirmed) or "
-            f"below 0 (not confirmed), else inconclusive; with a single seed the margin must exceed a minimum effect "
-            f"of {MIN_EFFECT_AP[profile]:g} AP points, or the claim's own tolerance where it is not in AP points.")
+    return (f"the 95% t-interval over seeds of each check's seed-paired margin must lie above the minimum effect "
+            f"({MIN_EFFECT_AP[profile]:g} AP points, or the claim's own tolerance where it is not in AP points) to "
+            f"confirm, below it to not confirm (absent, reversed or too small an effect); an interval that straddles "
+            f"it, or a single seed, is inconclusive.")
 
 
-def judge_check(margins: np.ndarray, threshold: float) -> tuple[Estimate, Outcome, str]:
-    """The outcome of one check from its per-seed margins (NaN: a seed without a number)."""
+def judge_check(margins: np.ndarray, minimum: float) -> tuple[Estimate, Outcome, str]:
+    """The outcome of one check from its per-seed margins (NaN: a seed without a number) and the minimum effect."""
     margin = estimate(margins)
     if margin.n == 0:
         return margin, Outcome.NO_DATA, "no finished run for every row of the check"
-    if margin.has_interval:
-        outcome = (Outcome.CONFIRMED if margin.low > 0 else
-                   Outcome.NOT_CONFIRMED if margin.high < 0 else Outcome.INCONCLUSIVE)
-        return margin, outcome, (f"margin {margin.mean:+.2f}, 95% CI [{margin.low:+.2f}, {margin.high:+.2f}], "
-                                 f"{margin.n} seeds")
-    outcome = (Outcome.CONFIRMED if margin.mean > threshold else
-               Outcome.NOT_CONFIRMED if margin.mean < -threshold else Outcome.INCONCLUSIVE)
-    return margin, outcome, f"margin {margin.mean:+.2f}, minimum effect {threshold:g} (single seed)"
+    if not margin.has_interval:
+        return margin, Outcome.INCONCLUSIVE, f"margin {margin.mean:+.2f}, one seed: no interval"
+    outcome = (Outcome.CONFIRMED if margin.low > minimum else
+               Outcome.NOT_CONFIRMED if margin.high < minimum else Outcome.INCONCLUSIVE)
+    return margin, outcome, (f"margin {margin.mean:+.2f}, 95% CI [{margin.low:+.2f}, {margin.high:+.2f}] "
+                             f"against a minimum effect of {minimum:g}, {margin.n} seeds")
 
 
 def judge_claim(results: StudyResults, claim: Claim) -> ClaimVerdict:
@@ -97,13 +96,18 @@ def judge_claim(results: StudyResults, claim: Claim) -> ClaimVerdict:
     if not checks:
         return ClaimVerdict(results.study.name, claim, Outcome.NOT_TESTED,
                             "none of its rows is trained in this profile", "", ())
-    threshold = min_effect(claim, results.profile)
+    minimum = min_effect(claim, results.profile)
     verdicts = []
     for check in checks:
-        margin, outcome, detail = judge_check(np.asarray(check.margin(results.values), dtype=float), threshold)
+        margin, outcome, detail = judge_check(np.asarray(check.margin(results.values), dtype=float), minimum)
         verdicts.append(CheckVerdict(check, margin, outcome, detail, float(check.margin(results.paper_value))))
-    return ClaimVerdict(results.study.name, claim, _combine(verdicts), _summary(verdicts, len(claim.checks)),
-                        _paper_summary(verdicts), tuple(verdicts))
+    rows = sorted(set().union(*(check.rows for check in checks)))
+    unconverged = tuple(row for row in rows if results.converged(row) is False)
+    detail = _summary(verdicts, len(claim.checks))
+    if unconverged:
+        detail += f"; rests on rows whose learning curve had not flattened: {', '.join(unconverged)}"
+    return ClaimVerdict(results.study.name, claim, _combine(verdicts), detail, _paper_summary(verdicts),
+                        tuple(verdicts), unconverged)
 
 
 def judge(results: StudyResults) -> tuple[ClaimVerdict, ...]:
@@ -115,14 +119,6 @@ def verdict_table(verdicts: tuple[ClaimVerdict, ...]) -> pd.DataFrame:
     """One line per claim: study, claim, our verdict with its basis, and whether the paper's own numbers hold."""
     return pd.DataFrame([(verdict.study, verdict.claim.text, verdict.outcome.value, verdict.detail, verdict.paper)
                          for verdict in verdicts], columns=["study", "claim", "verdict", "basis", "paper"])
-
-
-def check_table(verdicts: tuple[ClaimVerdict, ...]) -> pd.DataFrame:
-    """One line per check: the check, our mean margin, its interval, n, outcome, and the paper's margin."""
-    return pd.DataFrame([(verdict.claim.id, check.check.source, check.margin.mean, check.margin.low,
-                          check.margin.high, check.margin.n, check.outcome.value, check.paper_margin)
-                         for verdict in verdicts for check in verdict.checks],
-                        columns=["claim", "check", "margin", "ci_low", "ci_high", "n", "outcome", "paper_margin"])
 
 
 def _combine(checks: list[CheckVerdict]) -> Outcome:
@@ -140,8 +136,8 @@ def _summary(checks: list[CheckVerdict], declared: int) -> str:
     text = f"{len(checks)} check{'s' if len(checks) > 1 else ''}: {', '.join(parts)}"
     if len(checks) == 1:
         text = f"{checks[0].check.source}: {checks[0].detail}"
-    elif any(check.single_seed for check in checks):
-        text += " (single seed)"
+    elif any(check.margin.n == 1 for check in checks):
+        text += " (one seed: no interval)"
     if len(checks) < declared:
         text += f"; not tested here: {declared - len(checks)} of its {declared} checks (rows of another profile)"
     return text

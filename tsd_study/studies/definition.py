@@ -23,7 +23,10 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class Row:
-    """One row of a paper table: the config cell that reproduces it (None: reference only) and the paper's numbers."""
+    """One row of a paper table: the config cell that reproduces it (None: reference only) and the paper's numbers.
+
+    ``reference``: the row this row's effect is measured against (the study's reference row unless set).
+    """
 
     id: str
     name: str
@@ -32,6 +35,7 @@ class Row:
     profiles: tuple[str, ...] | None = None
     paper: dict[str, float] = field(default_factory=dict)
     switches: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
 
     def runs_in(self, profile: str) -> bool:
         """Whether this row is trained in ``profile``."""
@@ -46,7 +50,7 @@ class Claim:
     text: str
     checks: tuple[Check, ...]
     tolerance: float | None = None
-    """The smallest margin that counts as an effect with one seed; None: the profile's default for AP points."""
+    """The smallest margin that counts as an effect; None: the profile's default for AP points."""
 
     def checks_for(self, row_ids: set[str]) -> tuple[Check, ...]:
         """The checks whose rows all exist in a profile (e.g. only the CPU backbones of Table 5)."""
@@ -55,7 +59,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class Study:
-    """A paper table or figure."""
+    """A paper table or figure.
+
+    ``reference``: the row every other row's effect is measured against (a row may name its own), e.g. the
+    sibling-head baseline of Table 1; effects, not absolute numbers, are what compare across datasets and scales.
+    """
 
     name: str
     title: str
@@ -65,6 +73,7 @@ class Study:
     claims: tuple[Claim, ...]
     derived: dict[str, Expression]
     profiles: tuple[str, ...] | None = None
+    reference: str | None = None
 
     def rows_for(self, profile: str) -> tuple[Row, ...]:
         """Rows shown in ``profile``: those trained there, plus reference rows when the study runs nowhere."""
@@ -72,6 +81,11 @@ class Study:
             return ()
         return tuple(row for row in self.rows if row.runs_in(profile) or
                      (row.config is None and (row.profiles is None or profile in row.profiles)))
+
+    def reference_of(self, row_id: str) -> str | None:
+        """The row ``row_id``'s effect is measured against; None for a reference row itself (or no reference)."""
+        reference = self.row(row_id).reference or self.reference
+        return None if reference == row_id else reference
 
     def row(self, row_id: str) -> Row:
         for row in self.rows:
@@ -110,9 +124,14 @@ def parse_study(data: Any, source: str) -> Study:
     claims = tuple(_parse_claim(claim, set(ids), f"{source}: claims[{index}]")
                    for index, claim in enumerate(data["claims"]))
     profiles = data.get("profiles")
+    reference = data.get("reference")
+    for where, named in [("reference", reference)] + [(f"rows[{index}].reference", row.reference)
+                                                       for index, row in enumerate(rows)]:
+        if named is not None and named not in ids:
+            raise StudyError(f"{source}: {where}: unknown row {named!r}; rows: {ids}")
     return Study(name=data["name"], title=data["title"], summary=" ".join(data["summary"].split()),
                  metrics=tuple(data["metrics"]), rows=rows, claims=claims, derived=derived,
-                 profiles=tuple(profiles) if profiles else None)
+                 profiles=tuple(profiles) if profiles else None, reference=reference)
 
 
 def _parse_row(data: Any, where: str) -> Row:
@@ -121,21 +140,21 @@ def _parse_row(data: Any, where: str) -> Row:
     _require(data, ("id", "name"), where)
     if not data["id"].isidentifier():
         raise StudyError(f"{where}.id: {data['id']!r} must be an identifier (checks refer to it as id.metric)")
-    unknown = sorted(set(data) - {"id", "name", "config", "overrides", "profiles", "paper", "switches"})
+    unknown = sorted(set(data) - {"id", "name", "config", "overrides", "profiles", "paper", "switches", "reference"})
     if unknown:
         raise StudyError(f"{where}: unknown key(s) {unknown}")
     profiles = data.get("profiles")
     return Row(id=data["id"], name=data["name"], config=data.get("config"), overrides=dict(data.get("overrides") or {}),
                profiles=tuple(profiles) if profiles else None, paper=dict(data.get("paper") or {}),
-               switches=dict(data.get("switches") or {}))
+               switches=dict(data.get("switches") or {}), reference=data.get("reference"))
 
 
 def _parse_claim(data: Any, row_ids: set[str], where: str) -> Claim:
     _require(data, ("id", "text", "checks"), where)
     tolerance = data.get("tolerance")
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
-                                  or tolerance <= 0):
-        raise StudyError(f"{where}.tolerance: {tolerance!r} must be a positive number")
+                                  or tolerance < 0):
+        raise StudyError(f"{where}.tolerance: {tolerance!r} must be a number >= 0")
     checks = tuple(_parse(lambda source=source: Check.parse(source), f"{where}.checks[{index}]")
                    for index, source in enumerate(data["checks"]))
     for index, check in enumerate(checks):

@@ -16,6 +16,11 @@ class Profile:
         dataset: dataset reference for every run, or None to keep each config's ``tsd_dataset``.
         max_iters: schedule length override for iteration-based configs, or None to keep the config's.
         description: one line for ``tsd-study study list`` and the reports.
+        reproduced: the studies ``tsd-study reproduce`` takes when no ``--only`` is given (None: every study); the
+            others run with ``--only`` (e.g. ``--only all``), where the profile's time budget cannot hold them.
+        plateau_rise_ap: a row counts as converged when its mean AP rose by less than this many points between the
+            learning-curve points at 50% and 75% of its schedule (both before the first learning-rate step, see
+            docs/cpu_profile.md); None where the rule does not apply (epoch schedules with a step before 75%).
     """
 
     name: str
@@ -23,16 +28,23 @@ class Profile:
     dataset: str | None
     max_iters: int | None
     description: str
+    plateau_rise_ap: float | None = None
+    reproduced: tuple[str, ...] | None = None
 
+
+PLATEAU_RISE_AP = 1.5
+"""The CPU profile's convergence rule (docs/cpu_profile.md): less than this AP rise from 50% to 75% of the schedule."""
 
 PROFILES: dict[str, Profile] = {
     profile.name: profile for profile in (
         Profile("full", "full", None, None,
                 "COCO 2017, the paper's recipe (13 epochs, batch 32), 16 GPUs through SLURM"),
         Profile("cpu", "cpu", None, None,
-                "the synthetic shapes dataset, EfficientNet-Lite0 / small backbones, minutes per run on 2 CPU cores"),
+                "the synthetic shapes dataset, EfficientNet-Lite0 / small backbones, minutes per run on 2 CPU cores",
+                plateau_rise_ap=PLATEAU_RISE_AP),
         Profile("smoke", "cpu", "shapes:48", 6,
-                "the CPU configs on 48 shapes images for 6 iterations: seconds per run, for tests"),
+                "the CPU configs on 48 shapes images for 6 iterations: seconds per run, for tests",
+                plateau_rise_ap=PLATEAU_RISE_AP),
     )
 }
 
