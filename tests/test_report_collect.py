@@ -62,17 +62,22 @@ def cell(table: pd.DataFrame, row: str, metric: str) -> Any:
     return line
 
 
-def test_means_intervals_paper_and_difference(store: Path, table2_plan: Plan) -> None:
+def test_means_intervals_paper_and_effects(store: Path, table2_plan: Plan) -> None:
     table = collect("table2", "smoke", SEEDS, store, planned=table2_plan).table()
     baseline = cell(table, "tsd_nopc", "AP")
     assert (baseline.state, baseline.n, baseline.ours) == ("finished", 2, pytest.approx(31.0))
     # t(0.975, 1) = 12.706; the two seeds' standard error is 1.0.
     assert (baseline.ci_low, baseline.ci_high) == (pytest.approx(31.0 - 12.706, abs=1e-3),
                                                    pytest.approx(31.0 + 12.706, abs=1e-3))
-    assert (baseline.paper, baseline.diff) == (38.2, pytest.approx(31.0 - 38.2))
+    assert baseline.paper == 38.2 and baseline.reference == "" and math.isnan(baseline.effect)
+    assert baseline.model == "EfficientNet-Lite0, TSD w/o PC"
     joint = cell(table, "tsd_joint", "AP75")
     assert (joint.state, joint.n, joint.ours) == ("1 failed, 1 finished", 1, pytest.approx(35.0))
     assert math.isnan(joint.ci_low)
+    # The effect is paired by seed: only seed 0 has both rows (35 - 30), so it has no interval.
+    assert (joint.reference, joint.effect, joint.paper_effect) == ("tsd_nopc", pytest.approx(5.0),
+                                                                    pytest.approx(42.8 - 41.1))
+    assert math.isnan(joint.effect_low)
 
 
 def test_failed_and_missing_runs_show_as_such_never_as_zero(tmp_path: Path, table2_plan: Plan) -> None:
@@ -83,7 +88,7 @@ def test_failed_and_missing_runs_show_as_such_never_as_zero(tmp_path: Path, tabl
     table = results.table()
     assert set(table[table.row == "tsd_nopc"].state) == {"1 failed, 1 pending"}
     assert set(table[table.row == "tsd_joint"].state) == {f"2 {MISSING}"}
-    assert table.n.eq(0).all() and table.ours.isna().all() and table["diff"].isna().all()
+    assert table.n.eq(0).all() and table.ours.isna().all() and table.effect.isna().all()
     shown = results.display_table()
     assert shown.loc["AP", ("TSD w/o PC", "ours")] == "1 failed, 1 pending"
     assert shown.loc["AP", ("+ joint training with sibling head H*", "ours")] == f"2 {MISSING}"
@@ -114,7 +119,7 @@ def test_cli_prints_the_table_and_writes_the_csv(store: Path, tmp_path: Path,
     assert main(["study", "collect", "table2", "--profile", "smoke", "--seeds", "0,1", "--store", str(store),
                  "--csv", str(csv)]) == 0
     printed = capsys.readouterr().out
-    assert "TSD w/o PC" in printed and "31.0 ± 12.7" in printed and "38.2" in printed
+    assert "TSD w/o PC" in printed and "31.0 ± 12.7" in printed and "38.2" in printed and "+5.0" in printed
     assert "tsd_joint seed 1 failed: RuntimeError: loss is nan" in printed
     written = pd.read_csv(csv)
-    assert len(written) == 2 * 3 and list(written.columns[:5]) == ["row", "name", "metric", "state", "n"]
+    assert len(written) == 2 * 3 and list(written.columns[:6]) == ["row", "name", "model", "metric", "state", "n"]

@@ -17,12 +17,13 @@ from tsd_study.report.figures import (
     IOU_PERCENTS,
     SCALES,
     derived_proposals,
+    effects,
     fig5_from_results,
     figure_names,
     gain_heatmap,
-    iou_curves,
+    gain_vs_iou,
+    learning_curves,
     margin_sweep,
-    paper_vs_ours,
     png_bytes,
     study_figures,
 )
@@ -42,15 +43,33 @@ def test_every_study_draws_its_named_figures_as_png(study: str) -> None:
         assert png_bytes(figure).startswith(PNG_MAGIC)
 
 
-def test_paper_vs_ours_draws_a_bar_per_row_and_source_with_t_intervals() -> None:
-    results = fabricated("table1", value=lambda row, metric, seed: 40.0 + 2 * seed)
-    (ax,) = paper_vs_ours(results).axes
-    widths = sorted(round(patch.get_width(), 6) for patch in ax.patches if patch.get_width() > 0)
-    paper = sorted(row.paper["AP"] for row in results.rows)
-    assert widths == sorted([41.0] * len(results.rows) + paper)
-    lengths = [abs(line.get_xdata()[1] - line.get_xdata()[0]) for line in ax.lines]
-    drawn = {round(length, 3) for length in lengths if length > 0}  # the paper's single values get no bar
-    assert drawn == {round(2 * 12.706 * 1.0, 3)}  # t(0.975, 1) x standard error 1.0, both ways
+def test_effects_put_our_seed_paired_interval_beside_the_papers_effect() -> None:
+    # D_head gains 2 points on every seed but one: the paired interval is the t-interval of (2, 2, 3).
+    results = fabricated("table1", seeds=3, value=lambda row, metric, seed: 40.0 + seed + (
+        (2.0 + (seed == 2)) if row == "dhead" else 0.0))
+    ap_ax, params_ax = effects(results).axes[:2]
+    assert [label.get_text().split("\n")[0] for label in ap_ax.get_yticklabels()] == [
+        row.name for row in results.rows if row.id != "sibling"]
+    (dhead,) = [container for container in ap_ax.containers if container.lines[0].get_ydata()[0] == 3 - 0.12]
+    assert dhead.lines[0].get_xdata()[0] == pytest.approx(7 / 3)
+    (bars,) = dhead.lines[2]
+    half = 4.303 * np.std([2, 2, 3], ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(bars.get_segments()[0][:, 0], [7 / 3 - half, 7 / 3 + half], rtol=1e-3)
+    paper = {round(line.get_ydata()[0], 2): line.get_xdata()[0] for line in ap_ax.lines if line.get_marker() == "D"}
+    assert paper[3.12] == pytest.approx(37.3 - 36.1)
+    ratios = {round(line.get_ydata()[0], 2): line.get_xdata()[0] for line in params_ax.lines if line.get_marker() == "D"}
+    assert ratios[0.12] == pytest.approx(81.1 / 41.8)  # D_s8's parameters against the sibling head's
+
+
+def test_learning_curves_draw_a_line_per_row_through_its_evaluations() -> None:
+    curve = [{"iter": it, "AP": it / 10} for it in (60, 120, 180, 240)]
+    results = fabricated("table2", seeds=2, curve=curve)
+    (ax,) = learning_curves(results).axes
+    lines = [line for line in ax.lines if len(line.get_xdata()) == 4]
+    assert len(lines) == 2
+    for line in lines:
+        np.testing.assert_allclose(line.get_xdata(), [60, 120, 180, 240])
+        np.testing.assert_allclose(line.get_ydata(), [6, 12, 18, 24])
 
 
 def test_margin_sweep_plots_one_curve_per_margin_in_margin_order() -> None:
@@ -78,12 +97,16 @@ def test_gain_heatmap_shows_tsd_minus_baseline_beside_the_papers() -> None:
     assert len(colour_bars) == 2
 
 
-def test_fig6_plots_ours_at_five_thresholds_and_the_papers_six_curves() -> None:
-    results = fabricated("table9", seeds=1, value=lambda row, metric, seed: 50.0)
-    ours_ax, paper_ax = iou_curves(results).axes
-    assert {tuple(line.get_xdata()) for line in ours_ax.lines if len(line.get_xdata()) == 5} == {
-        tuple(iou / 100 for iou in IOU_PERCENTS)}
-    assert sum(len(line.get_xdata()) == 5 for line in paper_ax.lines) == 2 * len(SCALES)
+def test_fig6_plots_our_gain_by_scale_beside_the_papers() -> None:
+    results = fabricated("table9", seeds=2,
+                         value=lambda row, metric, seed: 50.0 + (int(metric[-2:]) / 10 if row == "tsd_pc" else 0))
+    (ax,) = gain_vs_iou(results).axes
+    curves = [line for line in ax.lines if len(line.get_xdata()) == 5]
+    assert len(curves) == 2 * len(SCALES)  # ours and the paper's, per scale
+    ours = [line for line in curves if line.get_linestyle() == "-"]
+    for line in ours:
+        np.testing.assert_allclose(line.get_xdata(), [iou / 100 for iou in IOU_PERCENTS])
+        np.testing.assert_allclose(line.get_ydata(), [iou / 10 for iou in IOU_PERCENTS])
 
 
 def write_derived_proposals(run_dir: Path) -> None:

@@ -11,7 +11,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from tsd_study.report import StudyReport, judge
+from tsd_study.report import NOTEBOOK_STUDIES, StudyReport, judge
 from tsd_study.report.figures import figure_names
 from tsd_study.report.reproduce import (export_figures, export_runs, export_tables, execute_notebooks,
                                         render_notebook, run_seconds, select_notebooks, write_index)
@@ -29,10 +29,14 @@ def write_notebook(path: Path, *sources: str) -> None:
     nbformat.write(notebook, path)
 
 
-def test_only_names_notebooks_that_exist() -> None:
-    assert select_notebooks(["table9", "table1"]) == ("table1", "table9")
+def test_only_names_notebooks_that_exist_and_the_default_is_the_profiles() -> None:
+    cpu, full = get_profile("cpu"), get_profile("full")
+    assert select_notebooks(["table9", "table1"], cpu) == ("table1", "table9")
+    assert select_notebooks(["all"], cpu) == NOTEBOOK_STUDIES
+    assert select_notebooks(None, full) == NOTEBOOK_STUDIES  # the full profile reproduces everything
+    assert select_notebooks(None, cpu) == tuple(name for name in NOTEBOOK_STUDIES if name in cpu.reproduced)
     with pytest.raises(ValueError, match="--only: no notebook for table6; known: table1, "):
-        select_notebooks(["table6"])
+        select_notebooks(["table6"], cpu)
 
 
 def test_notebooks_run_with_injected_parameters_and_failures_are_kept(tmp_path: Path) -> None:
@@ -88,7 +92,7 @@ def test_exports_write_every_table_verdict_and_figure(tmp_path: Path, reports: l
 
 
 def test_runs_table_round_trips_the_wall_times_that_order_the_next_reproduce(tmp_path: Path) -> None:
-    planned, store, table = plan(["table2"], "smoke"), RunStore(tmp_path / "runs"), tmp_path / "runs.csv"
+    planned, store, table = plan(["table2"], "smoke", (0,)), RunStore(tmp_path / "runs"), tmp_path / "runs.csv"
     assert run_seconds(table) == {}
     timed, untouched = (store.add(run.spec, run.uses) for run in planned.runs)
     timed.update_status(lambda status: status.attempts.append(Attempt(
@@ -109,7 +113,7 @@ def test_index_shows_every_section_escaped_with_failures_first(tmp_path: Path, r
     page = (tmp_path / "index.html").read_text()
     assert re.findall(r'<section class="study" id="(\w+)">', page) == ["table1", "table9", "fig4"]
     assert page.count('class="dataframe study-table"') == 3
-    assert page.count('<img class="figure"') == 1 + 2 + 1
+    assert page.count('<img class="figure"') == 2 + 3 + 2  # effects and curves; Table 9: Fig. 6, heatmap, curves
     assert "dhead.AP &gt; sibling.AP" in page and "dhead.AP > sibling.AP" not in page
     assert "ValueError: &lt;boom&gt;" in page
     assert page.index("Notebooks that failed") < page.index('id="verdicts"')

@@ -26,7 +26,7 @@ def study_of(rows: list[dict[str, Any]], name: str = "testonly") -> Any:
 
 @pytest.fixture(scope="module")
 def tables_1_2_4() -> Any:
-    return plan(["table1", "table2", "table4"], "smoke")
+    return plan(["table1", "table2", "table4"], "smoke", (0,))
 
 
 def test_a_run_several_tables_need_is_planned_once(tables_1_2_4: Any) -> None:
@@ -60,7 +60,7 @@ def test_each_seed_is_its_own_run() -> None:
 
 
 def test_rows_not_trained_in_the_profile_are_skipped() -> None:
-    table5 = plan(["table5", "table6"], "smoke")  # table6 runs at full scale only; table5's ResNets too
+    table5 = plan(["table5", "table6"], "smoke", (0,))  # table6 runs at full scale only; table5's ResNets too
     assert sorted(run.spec.config for run in table5.runs) == [
         "cpu/faster_rcnn", "cpu/faster_rcnn_r18", "cpu/tsd_pc", "cpu/tsd_pc_r18"]
 
@@ -81,7 +81,7 @@ def test_every_problem_is_reported_at_once_with_study_row_and_key() -> None:
         {"id": "bad_tasks", "name": "zero processes", "config": "faster_rcnn", "overrides": {"tsd_cpu_tasks": 0}},
     ], name="broken")
     with pytest.raises(PlanError) as error:
-        plan([broken, "table99"], "smoke")
+        plan([broken, "table99"], "smoke", (0,))
     message = str(error.value)
     assert "unknown study 'table99'" in message
     assert "broken/bad_switch (cpu/tsd_pc with overrides {'model.roi_head.tsd.margin_cls': 1.5})" in message
@@ -94,12 +94,12 @@ def test_every_problem_is_reported_at_once_with_study_row_and_key() -> None:
 def test_a_profile_whose_dataset_is_missing_fails_planning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the full profile's COCO 2017 is looked for under ./data/coco
     with pytest.raises(PlanError, match=r"table2/tsd_nopc \(full/tsd_nopc\): .*data/coco: COCO 2017 root does not "):
-        plan(["table2"], "full")
+        plan(["table2"], "full", (0,))
 
 
 def test_unknown_profile_and_repeated_seeds_are_refused() -> None:
     with pytest.raises(StudyError, match="unknown profile 'tiny'; known: full, cpu, smoke"):
-        plan(["table2"], "tiny")
+        plan(["table2"], "tiny", (0,))
     with pytest.raises(PlanError, match=r"seeds: expected distinct integers, got \[1, 1\]"):
         plan(["table2"], "smoke", seeds=(1, 1))
 
@@ -108,7 +108,7 @@ def test_planning_and_launching_import_neither_torch_nor_mmdetection() -> None:
     """The launcher stays light: configs are checked without their custom imports and the submitted callable is
     pickled without the training code (the job process imports it)."""
     script = ("import pickle, sys; from tsd_study.runs import plan; from tsd_study.launch.train_job import TrainJob; "
-              "plan(['table2'], 'smoke'); pickle.dumps(TrainJob()); "
+              "plan(['table2'], 'smoke', (0,)); pickle.dumps(TrainJob()); "
               "print(sorted(name for name in ('torch', 'mmdet', 'mmengine.runner') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

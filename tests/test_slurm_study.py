@@ -113,13 +113,13 @@ def job_log(store: RunStore, job_id: str) -> str:
 def smoke_stores(site_file: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[RunStore, RunStore]:
     """table2 on the smoke profile through `study run --executor slurm`, and the same through the local executor."""
     slurm_store = RunStore(tmp_path_factory.mktemp("slurm") / "runs")
-    finished = subprocess.run([sys.executable, "-m", "tsd_study.cli", "study", "run", "table2", "--profile", "smoke",
+    finished = subprocess.run([sys.executable, "-m", "tsd_study.cli", "study", "run", "table2", "--profile", "smoke", "--seeds", "0",
                                "--executor", "slurm", "--site", str(site_file()), "--store", str(slurm_store.root),
                                "--no-progress"], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert finished.returncode == 0, finished.stdout + finished.stderr[-3000:]
     assert f"2 runs in {slurm_store.root}/: 2 finished" in finished.stdout
     local_store = RunStore(tmp_path_factory.mktemp("local") / "runs")
-    states = run_plan(plan(["table2"], "smoke"), local_store, make_backend("local", local_store), progress=False)
+    states = run_plan(plan(["table2"], "smoke", (0,)), local_store, make_backend("local", local_store), progress=False)
     assert set(states.values()) == {"finished"}
     return slurm_store, local_store
 
@@ -154,7 +154,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(site_file: Callable[.
          "overrides": {"model.rpn_head.type": "NoSuchHead"}},
         {"id": "fine", "name": "the baseline", "config": "faster_rcnn"},
     ], name="mixed")
-    planned = plan([mixed], "smoke")
+    planned = plan([mixed], "smoke", (0,))
     broken, fine = (store.run(run.run_id) for run in planned.runs)
 
     states = run_plan(planned, store, make_backend("slurm", store, site=site_file()), progress=False)
@@ -185,7 +185,7 @@ def test_a_cancelled_run_is_reported_cancelled_and_retrained_by_a_rerun(site_fil
 
 def test_a_run_at_its_time_limit_is_requeued_and_resumes(site_file: Callable[..., Path], store: RunStore,
                                                          local_slurm: LocalSlurm) -> None:
-    planned = plan([only_row("tsd_nopc", "time-limit")], LONG_PROFILE)
+    planned = plan([only_row("tsd_nopc", "time-limit")], LONG_PROFILE, (0,))
     run = the_run(planned, store)
     launch = Launch(planned, store, site_file("short", time_min=2))
     wait_until(lambda: resumed_after_progress(run) is not None,
@@ -232,7 +232,7 @@ def test_a_preempted_run_checkpoints_is_requeued_and_resumes(store: RunStore, si
 
 
 def test_a_two_task_job_trains_with_mmengines_slurm_launcher(site_file: Callable[..., Path], store: RunStore) -> None:
-    planned = plan([only_row("tsd_nopc", "two-tasks", tsd_cpu_tasks=2)], "smoke")
+    planned = plan([only_row("tsd_nopc", "two-tasks", tsd_cpu_tasks=2)], "smoke", (0,))
     run = the_run(planned, store)
 
     assert run_plan(planned, store, make_backend("slurm", store, site=site_file()), progress=False) == {

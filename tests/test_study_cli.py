@@ -41,7 +41,7 @@ def test_list_shows_studies_rows_and_profiles(capsys: pytest.CaptureFixture[str]
 def test_plan_shows_shared_runs_and_what_exists(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs")
     store.add(spec(0), ("table2/tsd_nopc",)).write_metrics(METRICS)
-    code, out, _ = run_cli(capsys, "study", "plan", "table2", "table3", "--profile", "smoke",
+    code, out, _ = run_cli(capsys, "study", "plan", "table2", "table3", "--profile", "smoke", "--seeds", "0",
                            "--store", str(store.root))
     assert code == 0
     header, *rows = out.splitlines()
@@ -98,7 +98,7 @@ def test_an_empty_store_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 def test_bad_run_input_is_an_error_before_anything_is_submitted(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                                 args: tuple[str, ...], message: str) -> None:
     store = tmp_path / "runs"
-    code, _, err = run_cli(capsys, "study", "run", *args, "--profile", "smoke", "--store", str(store),
+    code, _, err = run_cli(capsys, "study", "run", *args, "--profile", "smoke", "--seeds", "0", "--store", str(store),
                              "--no-progress")
     assert code == 2
     assert err.startswith("tsd-study: error: ") and message in err
@@ -109,7 +109,7 @@ def test_a_site_with_missing_keys_names_the_file_and_keys(capsys: pytest.Capture
     site = yaml.safe_load((SITES_DIR / "local.yaml").read_text())
     del site["partition"], site["time_min"]
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
-    code, _, err = run_cli(capsys, "study", "run", "table2", "--profile", "smoke", "--executor", "slurm",
+    code, _, err = run_cli(capsys, "study", "run", "table2", "--profile", "smoke", "--seeds", "0", "--executor", "slurm",
                            "--site", str(tmp_path / "site.yaml"), "--store", str(tmp_path / "runs"))
     assert code == 2
     assert f"{tmp_path / 'site.yaml'}: missing key 'partition'; missing key 'time_min'" in err

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tsd_study.output import line_buffered_output
+from tsd_study.runs.plan import DEFAULT_SEEDS
 
 # mmengine imports pkg_resources, which setuptools deprecates; the warning says nothing actionable to our users.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -80,6 +81,9 @@ def _add_train_test(commands) -> None:
                          help="config overrides, key=value (mmengine syntax)")
         if name == "train":
             sub.add_argument("--max-iters", type=int, help="rescale an iteration-based schedule to this length")
+            sub.add_argument("--val-interval", type=int,
+                             help="evaluate on val every this many iterations (default: the config's, at least once "
+                                  "at the end), e.g. for a finer learning curve")
             sub.add_argument("--resume", action="store_true", help="continue from the work dir's last checkpoint")
 
 
@@ -130,7 +134,8 @@ def _add_study(commands) -> None:
     for sub in (plan, run):
         sub.add_argument("studies", nargs="+", metavar="NAME", help="study names (e.g. table2) or 'all'")
         sub.add_argument("--profile", required=True, choices=list(PROFILES))
-        sub.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+        sub.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
+                         help="comma-separated seeds (default: 0,1,2)")
         sub.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
     run.add_argument("--executor", choices=("local", "slurm"), default="local")
     run.add_argument("--site", help="SLURM site profile: a name under cluster/sites/ or a yaml file")
@@ -152,7 +157,8 @@ def _add_study_collect(study) -> None:
                        "a study's table from the run store: ours (mean, t-interval over seeds), the paper's, the gap")
     collect.add_argument("study", metavar="NAME", help="a study name, e.g. table1")
     collect.add_argument("--profile", default="cpu", choices=list(PROFILES))
-    collect.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+    collect.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
+                         help="comma-separated seeds (default: 0,1,2)")
     collect.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
     collect.add_argument("--csv", type=Path, help="also write the long table (one line per row and metric) here")
 
@@ -166,8 +172,10 @@ def _add_reproduce(commands) -> None:
     reproduce.add_argument("--executor", choices=("local", "slurm"), default="local")
     reproduce.add_argument("--site", default="local", help="SLURM site profile (slurm executor only)")
     reproduce.add_argument("--only", type=lambda text: text.split(","), metavar="NAME,...",
-                           help="only these notebooks (e.g. table1,table9); skips the overview")
-    reproduce.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+                           help="only these notebooks (e.g. table1,table9), or 'all' for every one, also those the "
+                                "profile leaves out by default; skips the overview")
+    reproduce.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
+                         help="comma-separated seeds (default: 0,1,2)")
     reproduce.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
     reproduce.add_argument("--out", type=Path, help="report directory (default: results/<profile>)")
     reproduce.add_argument("--max-concurrent", type=int, help="jobs at a time (default: the executor's)")
@@ -221,6 +229,8 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = runner.load_config(args.config, dataset=args.dataset, cfg_options=args.cfg_options,
                              work_dir=args.work_dir, max_iters=args.max_iters)
+    if args.val_interval is not None:
+        cfg.train_cfg.val_interval = args.val_interval
     runner.train(cfg, resume=args.resume)
     return 0
 
@@ -321,7 +331,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from tsd_study.report.reproduce import reproduce
 
     outcome = reproduce(args.profile, executor=args.executor, site=args.site, only=args.only, store=args.store,
-                        out=args.out, seeds=",".join(map(str, args.seeds)), max_concurrent=args.max_concurrent,
+                        out=args.out, seeds=args.seeds, max_concurrent=args.max_concurrent,
                         pages=args.pages)
     print(f"report: {outcome.out / 'index.html' if args.pages else outcome.out}")
     for name, error in outcome.failed_notebooks.items():

@@ -1,6 +1,8 @@
 """The study's figures, drawn with seaborn on plain matplotlib Figures (no pyplot state, any backend).
 
-Error bars are the same 95% t-intervals over seeds as the tables. Every figure exists whatever the store holds: cells
+Our numbers come from a small synthetic dataset, the paper's from COCO: figures put our effects (a row against its
+reference row) beside the paper's effects, never our AP beside the paper's AP. Error bars and bands are the same 95%
+t-intervals over seeds as the tables (seed-paired for effects). Every figure exists whatever the store holds: cells
 without a number are simply not drawn, and Fig. 5 says what it is waiting for.
 """
 from __future__ import annotations
@@ -31,8 +33,7 @@ SCALES = ("small", "medium", "large")
 TABLE9_BASELINE, TABLE9_TSD = "sibling", "tsd_pc"
 FIG5_ROW = "pc_point_prop"
 """Table 4's full TSD model (Point.w for classification, Prop.w for localization, PC): the paper's Fig. 5 model."""
-TSD_SUFFIX = "_tsd"
-"""Table 5 pairs each backbone's row ``X`` with its TSD row ``X_tsd``."""
+EFFECT_METRICS = ("AP", "mask_AP", "params_M", "latency_ms")
 PALETTE = "colorblind"
 OUTLINED = [Stroke(linewidth=2.6, foreground="black"), Normal()]
 PROPOSAL_STYLES = {"proposal": dict(edgecolor="white", linestyle="--", path_effects=OUTLINED),
@@ -55,13 +56,21 @@ def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.0) -> tuple[Fi
     return figure, axes
 
 
-def _shared_legend(figure: Figure, axes: np.ndarray) -> None:
-    """One legend for the figure, outside the axes, instead of one per axes over the bars."""
-    handles, labels = axes[0].get_legend_handles_labels()
+def _dedupe_legend(figure: Figure, axes: np.ndarray) -> None:
+    """One legend for the figure, outside the axes, each label once."""
+    shown: dict[str, object] = {}
     for ax in axes:
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    figure.legend(handles, labels, loc="outside right center", frameon=False)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            shown.setdefault(label, handle)
+    if shown:
+        figure.legend(shown.values(), shown.keys(), loc="outside right center", frameon=False)
+
+
+def _row_label(results: StudyResults, row_id: str) -> str:
+    """The paper's row name, and what ran for it when the profile trains it."""
+    model = results.models.get(row_id)
+    name = results.study.row(row_id).name
+    return f"{name}\n({model})" if model else name
 
 
 def values_frame(results: StudyResults, metrics: tuple[str, ...]) -> pd.DataFrame:
@@ -76,17 +85,55 @@ def values_frame(results: StudyResults, metrics: tuple[str, ...]) -> pd.DataFram
     return frame.dropna(subset=["value"])
 
 
-def paper_vs_ours(results: StudyResults) -> Figure:
-    """Our AP beside the paper's for every row (box AP, and mask AP where the study has it)."""
-    metrics = tuple(metric for metric in ("AP", "mask_AP") if metric in results.study.metrics)
-    data = values_frame(results, metrics)
-    figure, axes = _figure(len(metrics), height=1.2 + 0.55 * len(results.rows))
+def effect_metrics(results: StudyResults) -> tuple[str, ...]:
+    """The metrics an effect figure shows: AP (box and mask) and the cost ratios, those the study has."""
+    return tuple(metric for metric in EFFECT_METRICS if metric in results.study.metrics)
+
+
+def effects(results: StudyResults) -> Figure:
+    """Each row's effect against its reference row, ours (dot, seed-paired 95% interval) beside the paper's
+    (diamond): AP differences in points, parameter and runtime ratios (1 = as costly as the reference)."""
+    metrics = effect_metrics(results)
+    rows = [row for row in results.rows if results.study.reference_of(row.id)]
+    labels = [_row_label(results, row.id) for row in rows]
+    figure, axes = _figure(len(metrics), width=5.2, height=1.4 + 0.55 * max(len(rows), 1))
+    palette = sns.color_palette(PALETTE)
     for ax, metric in zip(axes, metrics):
-        sns.barplot(data=data[data.metric == metric], y="name", x="value", hue="source", hue_order=SOURCES,
-                    order=[row.name for row in results.rows], errorbar=_t_interval, palette=PALETTE, ax=ax)
-        ax.set(xlabel=f"{metric} (%)", ylabel="", title=metric)
-    _shared_legend(figure, axes)
-    figure.suptitle(f"{results.study.title}\nours ({results.profile} profile) and the paper's (COCO)")
+        ratio = results.is_ratio(metric)
+        positions = np.arange(len(rows))
+        for position, row in zip(positions, rows):
+            ours = results.effect(row.id, metric)
+            if ours.n:
+                low, high = (ours.low, ours.high) if ours.has_interval else (ours.mean, ours.mean)
+                ax.errorbar(ours.mean, position - 0.12, xerr=[[ours.mean - low], [high - ours.mean]], fmt="o",
+                            color=palette[0], capsize=3, label="ours")
+            paper = results.paper_effect(row.id, metric)
+            if not math.isnan(paper):
+                ax.plot(paper, position + 0.12, "D", color=palette[1], label="paper")
+        ax.axvline(1.0 if ratio else 0.0, color="grey", linewidth=1)
+        ax.set_yticks(positions, labels)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        unit = "ratio to the reference row" if ratio else "points against the reference row"
+        ax.set(xlabel=f"{metric}: {unit}", title=metric)
+    _dedupe_legend(figure, axes)
+    figure.suptitle(f"{results.study.title}: effects, ours ({results.profile} profile) and the paper's (COCO)")
+    return figure
+
+
+def learning_curves(results: StudyResults) -> Figure:
+    """AP against the training iteration for every row (mean over seeds, 95% t-interval band)."""
+    curves = results.curve_frame()
+    figure, (ax,) = _figure(width=7.0, height=4.2)
+    if curves.empty:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No learning curve in the store yet.", ha="center", va="center")
+    else:
+        order = [row.name for row in results.rows if row.name in set(curves.name)]
+        sns.lineplot(data=curves, x="iter", y="AP", hue="name", hue_order=order, style="name", style_order=order,
+                     markers=True, dashes=False, errorbar=_t_interval, palette=PALETTE, ax=ax)
+        ax.legend(title=None, fontsize=8)
+        ax.set(xlabel="training iteration", ylabel="val AP (%)")
+    ax.set_title(f"{results.study.title}: learning curves ({results.profile} profile, {len(results.seeds)} seed(s))")
     return figure
 
 
@@ -104,26 +151,24 @@ def margin_sweep(results: StudyResults) -> Figure:
     return figure
 
 
-def iou_curves(results: StudyResults) -> Figure:
-    """Fig. 6: all-scale AP against the IoU threshold, baseline vs TSD (ours), beside the paper's Table 9 curves."""
-    rows = {TABLE9_BASELINE: "baseline", TABLE9_TSD: "TSD"}
-    ours = values_frame(results, tuple(f"AP_all_{iou}" for iou in IOU_PERCENTS))
-    ours = ours[(ours.source == "ours") & ours.row.isin(rows)]
-    ours = ours.assign(iou=[int(metric.rsplit("_", 1)[1]) / 100 for metric in ours.metric],
-                       model=[rows[row] for row in ours.row])
-    paper = pd.DataFrame([(scale, rows[row], iou / 100, results.paper_value(row, f"AP_{scale}_{iou}"))
-                          for scale in SCALES for row in rows for iou in IOU_PERCENTS],
-                         columns=["scale", "model", "iou", "value"])
-    figure, (left, right) = _figure(2)
-    sns.lineplot(data=ours, x="iou", y="value", hue="model", hue_order=("baseline", "TSD"), markers=True,
-                 style="model", dashes=False, errorbar=_t_interval, err_style="bars", palette=PALETTE, ax=left)
-    left.set(xlabel="IoU threshold", ylabel="AP (%)", title=f"ours, all scales ({results.profile} profile)")
-    sns.lineplot(data=paper, x="iou", y="value", hue="scale", hue_order=SCALES, style="model",
-                 style_order=("TSD", "baseline"), markers=True, palette=PALETTE, ax=right)
-    right.set(xlabel="IoU threshold", ylabel="AP (%)", title="paper, Table 9 by scale (COCO minival)")
-    for ax in (left, right):
-        ax.set_xticks([iou / 100 for iou in IOU_PERCENTS])
-    figure.suptitle("Fig. 6: AP against the IoU threshold, baseline vs TSD")
+def gain_vs_iou(results: StudyResults) -> Figure:
+    """Fig. 6 as effects: TSD's AP gain over the baseline against the IoU threshold, per object scale; ours (mean,
+    seed-paired 95% band) solid, the paper's (Table 9) dashed."""
+    lines = []
+    for scale in SCALES:
+        for iou in IOU_PERCENTS:
+            metric = f"AP_{scale}_{iou}"
+            for seed, gain in zip(results.seeds, results.effect_values(TABLE9_TSD, metric)):
+                lines.append((scale, iou / 100, "ours", seed, gain))
+            lines.append((scale, iou / 100, "paper", math.nan, results.paper_effect(TABLE9_TSD, metric)))
+    data = pd.DataFrame(lines, columns=["scale", "iou", "source", "seed", "gain"]).dropna(subset=["gain"])
+    figure, (ax,) = _figure(width=7.0)
+    sns.lineplot(data=data, x="iou", y="gain", hue="scale", hue_order=SCALES, style="source",
+                 style_order=SOURCES, markers=True, errorbar=_t_interval, palette=PALETTE, ax=ax)
+    ax.axhline(0.0, color="grey", linewidth=1)
+    ax.set_xticks([iou / 100 for iou in IOU_PERCENTS])
+    ax.set(xlabel="IoU threshold", ylabel="AP gain of TSD over the baseline (points)",
+           title=f"Fig. 6: the gain against the IoU threshold, ours ({results.profile} profile) and the paper's")
     return figure
 
 
@@ -143,32 +188,6 @@ def gain_heatmap(results: StudyResults) -> Figure:
                     cbar_kws={"label": "AP gain (points)"})
         ax.set(xlabel="IoU threshold", ylabel="object scale", title=title)
     figure.suptitle("Table 9: AP gain of TSD over the baseline, by scale and IoU threshold")
-    return figure
-
-
-def backbone_bars(results: StudyResults) -> Figure:
-    """Table 5: AP and runtime per backbone, without and with TSD (ours; the paper's as black markers)."""
-    names = {row.id: row.name for row in results.rows}
-    pairs = [(row_id, row_id + TSD_SUFFIX) for row_id in names if row_id + TSD_SUFFIX in names]
-    labels = {base: names[base] for base, _ in pairs} | {tsd: names[base] for base, tsd in pairs}
-    models = {base: "baseline" for base, _ in pairs} | {tsd: "TSD + PC" for _, tsd in pairs}
-    data = values_frame(results, ("AP", "latency_ms"))
-    data = data[data.row.isin(models)].assign(backbone=lambda frame: frame.row.map(labels),
-                                               model=lambda frame: frame.row.map(models))
-    figure, axes = _figure(2, height=1.6 + 0.6 * len(pairs))
-    for ax, metric, label in zip(axes, ("AP", "latency_ms"), ("AP (%)", "inference time (ms per image)")):
-        ours = data[(data.metric == metric) & (data.source == "ours")]
-        sns.barplot(data=ours, y="backbone", x="value", hue="model", hue_order=("baseline", "TSD + PC"),
-                    order=[names[base] for base, _ in pairs], errorbar=_t_interval, palette=PALETTE, ax=ax)
-        paper = data[(data.metric == metric) & (data.source == "paper")]
-        if not paper.empty:
-            sns.stripplot(data=paper, y="backbone", x="value", hue="model", hue_order=("baseline", "TSD + PC"),
-                          order=[names[base] for base, _ in pairs], dodge=True, marker="D", color="black",
-                          palette=["black", "black"], legend=False, ax=ax)
-        ax.set(xlabel=label, ylabel="", title=label.split(" (")[0])
-    _shared_legend(figure, axes)
-    paper_note = "; the paper's: black diamonds" if not data[data.source == "paper"].empty else ""
-    figure.suptitle(f"Table 5: backbones without and with TSD\nours ({results.profile} profile{paper_note})")
     return figure
 
 
@@ -231,16 +250,17 @@ def fig5_from_results(results: StudyResults) -> Figure:
 
 
 FIGURES: dict[str, tuple[tuple[str, Callable[[StudyResults], Figure]], ...]] = {
-    "fig4": (("fig4_margins", margin_sweep),),
-    "table4": (("table4_paper_vs_ours", paper_vs_ours), ("fig5_derived_proposals", fig5_from_results)),
-    "table5": (("table5_backbones", backbone_bars),),
-    "table9": (("fig6_ap_vs_iou", iou_curves), ("table9_gain_heatmap", gain_heatmap)),
+    "fig4": (("fig4_margins", margin_sweep), ("fig4_curves", learning_curves)),
+    "table4": (("table4_effects", effects), ("table4_curves", learning_curves),
+               ("fig5_derived_proposals", fig5_from_results)),
+    "table9": (("fig6_gain_vs_iou", gain_vs_iou), ("table9_gain_heatmap", gain_heatmap),
+               ("table9_curves", learning_curves)),
 }
-"""The figures of each study, by file name; any other study gets the generic paper-vs-ours bars."""
+"""The figures of each study, by file name; any other study gets its effects and its learning curves."""
 
 
 def _figure_plan(study: str) -> tuple[tuple[str, Callable[[StudyResults], Figure]], ...]:
-    return FIGURES.get(study, ((f"{study}_paper_vs_ours", paper_vs_ours),))
+    return FIGURES.get(study, ((f"{study}_effects", effects), (f"{study}_curves", learning_curves)))
 
 
 def figure_names(study: str) -> tuple[str, ...]:

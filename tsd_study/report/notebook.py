@@ -19,6 +19,7 @@ from pandas.io.formats.style import Styler
 
 from tsd_study.launch import make_backend, run_plan
 from tsd_study.runs import Plan, RunStore, plan
+from tsd_study.runs.plan import DEFAULT_SEEDS
 from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import Profile
 
@@ -82,8 +83,14 @@ class StudyReport:
 
     @property
     def table(self) -> Styler:
-        """Paper vs ours: our mean (± half the 95% t-interval), the paper's number, the difference."""
+        """Per row the model that ran and whether it converged; per metric our mean (± half the 95% t-interval),
+        our effect against the reference row (± half its seed-paired interval), the paper's number and effect."""
         return self.results.display_table().style.set_uuid(f"{self.results.study.name}-table")
+
+    @property
+    def offset_health(self) -> Styler | str:
+        """Where each TSD row's derived proposals sit at its last evaluation (``tsd_study.models.offset_health``)."""
+        return health_display(self.results)
 
     @property
     def verdicts(self) -> Styler:
@@ -109,6 +116,24 @@ class OverviewReport:
         return style_verdicts(lines, "all-verdicts")
 
 
+HEALTH_LABELS = {"model": "model", "seeds": "seeds", "feature_rms": "RoI feature RMS",
+                 "cls_offset_rms_first": "P_c offset RMS, first eval", "cls_offset_rms": "P_c offset RMS",
+                 "cls_offset_max": "P_c offset max", "reg_offset_rms": "P_r offset RMS",
+                 "reg_offset_max": "P_r offset max", "cls_points_outside": "P_c points outside the image"}
+
+
+def health_display(results: StudyResults) -> Styler | str:
+    """The offset-health table for display (offsets in RoI widths), or a line saying no row measured it."""
+    health = results.health_table()
+    if health.empty:
+        return "No row of this study has derived proposals with a finished run."
+    health = health.set_index("row").rename_axis(index=None)[[name for name in HEALTH_LABELS if name in health]]
+    formats = {HEALTH_LABELS[name]: "{:.1%}" if name == "cls_points_outside" else "{:.2f}"
+               for name in health.columns if name not in ("model", "seeds")}
+    return (health.rename(columns=HEALTH_LABELS).style.format(formats, na_rep="")
+            .set_uuid(f"{results.study.name}-health"))
+
+
 def style_verdicts(lines: pd.DataFrame, table_id: str) -> Styler:
     """A verdict table for display: full-width text, verdicts coloured, no index (ids fixed, so outputs compare)."""
     return (lines.style.hide(axis="index").set_uuid(table_id)
@@ -117,7 +142,7 @@ def style_verdicts(lines: pd.DataFrame, table_id: str) -> Styler:
 
 
 def run_study_notebook(study: str, *, profile: str = "cpu", executor: str = "local", site: str | None = "local",
-                       seeds: str | int | Sequence[int] = "0", dataset: str | None = None,
+                       seeds: str | int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
                        store: Path | str = "runs", reuse: bool = True,
                        max_concurrent: int | None = None) -> StudyReport:
     """Launch ``study``'s runs through the engine, wait for them, then collect the table and judge the claims."""
@@ -130,12 +155,13 @@ def run_study_notebook(study: str, *, profile: str = "cpu", executor: str = "loc
 
 
 def run_overview_notebook(*, profile: str = "cpu", executor: str = "local", site: str | None = "local",
-                          seeds: str | int | Sequence[int] = "0", dataset: str | None = None,
-                          store: Path | str = "runs", reuse: bool = True,
-                          max_concurrent: int | None = None) -> OverviewReport:
-    """Launch the runs of every study the profile shows (each distinct run once), then judge every claim."""
+                          seeds: str | int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
+                          store: Path | str = "runs", reuse: bool = True, max_concurrent: int | None = None,
+                          studies: Sequence[str] | None = None) -> OverviewReport:
+    """Launch the runs of ``studies`` (default: every study the profile shows; each distinct run once), then judge
+    every claim."""
     resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
-    names = studies_in(resolved.name)
+    names = studies_in(resolved.name, studies)
     planned, states = launch(names, resolved, parsed_seeds, executor=executor, site=site, store=store,
                              reuse=reuse, max_concurrent=max_concurrent)
     reports = []

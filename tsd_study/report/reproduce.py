@@ -13,6 +13,7 @@ Every file is written atomically: a killed reproduce leaves the previous file or
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import nbformat
@@ -36,7 +38,8 @@ from tsd_study.studies.profiles import Profile
 
 from .collect import collect, study_profile
 from .figures import figure_names, png_bytes, study_figures
-from .notebook import NOTEBOOK_STUDIES, OVERVIEW, StudyReport, launch, parse_seeds, studies_in
+from .notebook import (DEFAULT_SEEDS, NOTEBOOK_STUDIES, OVERVIEW, StudyReport, health_display, launch, parse_seeds,
+                       studies_in)
 from .verdicts import judge, rule_text, verdict_table
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -61,9 +64,16 @@ class ReproduceResult:
         return not self.failed_notebooks and not self.unfinished_runs
 
 
-def select_notebooks(only: Sequence[str] | None) -> tuple[str, ...]:
-    """The study notebooks to run: ``only`` (validated), else all of them."""
+ALL = "all"
+"""``--only all``: every study notebook, also those a profile leaves out of its default reproduce."""
+
+
+def select_notebooks(only: Sequence[str] | None, profile: Profile) -> tuple[str, ...]:
+    """The study notebooks to run: ``only`` (validated; ``all`` for every one), else the profile's default."""
     if not only:
+        default = profile.reproduced
+        return NOTEBOOK_STUDIES if default is None else tuple(name for name in NOTEBOOK_STUDIES if name in default)
+    if list(only) == [ALL]:
         return NOTEBOOK_STUDIES
     unknown = sorted(set(only) - set(NOTEBOOK_STUDIES))
     if unknown:
@@ -73,20 +83,24 @@ def select_notebooks(only: Sequence[str] | None) -> tuple[str, ...]:
 
 def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None = "local",
               only: Sequence[str] | None = None, store: Path | str = "runs", out: Path | str | None = None,
-              seeds: str = "0", dataset: str | None = None, max_concurrent: int | None = None,
+              seeds: str | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
+              max_concurrent: int | None = None,
               pages: bool = True) -> ReproduceResult:
-    """Launch, execute, export and render; see the module docstring. ``only`` also skips the overview notebook."""
+    """Launch, execute, export and render; see the module docstring. Without ``only`` the profile's default studies
+    run, with the overview notebook over them; ``only`` (``["all"]`` for every study) skips the overview."""
     resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
-    selected = select_notebooks(only)
-    sections = studies_in(resolved.name, selected if only else None)
+    selected = select_notebooks(only, resolved)
+    sections = studies_in(resolved.name, None if only is None and resolved.reproduced is None else selected)
     out = Path(out) if out is not None else Path("results") / resolved.name
-    _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, seeds {seeds})")
+    _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, "
+          f"seeds {', '.join(map(str, parsed_seeds))})")
     planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=store,
                              max_concurrent=max_concurrent, show_runs=True, expected_s=run_seconds(out / RUNS_TABLE))
-    parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=seeds, dataset=dataset,
+    parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=list(parsed_seeds), dataset=dataset,
                       store=str(store), reuse=True, max_concurrent=max_concurrent)
     names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])
-    failed = execute_notebooks(names, NOTEBOOKS, out / "notebooks", parameters)
+    failed = execute_notebooks(names, NOTEBOOKS, out / "notebooks", parameters,
+                               extra={OVERVIEW: {"studies": list(sections)}})
     _step("writing tables and verdicts")
     reports = []
     for name in sections:
@@ -105,9 +119,10 @@ def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None
 
 
 def execute_notebooks(names: Sequence[str], source: Path, target: Path, parameters: dict,
-                      workers: int | None = None) -> dict[str, str]:
+                      workers: int | None = None, extra: dict[str, dict] | None = None) -> dict[str, str]:
     """Run each notebook with papermill into ``target``, ``workers`` at a time (default: one per core, as each
-    kernel is a process of its own); returns {name: error} for those that raised.
+    kernel is a process of its own), with ``parameters`` and its own ``extra`` ones; returns {name: error} for those
+    that raised.
 
     A notebook that raises is still written (with its traceback) so its page shows what went wrong.
     """
@@ -117,8 +132,8 @@ def execute_notebooks(names: Sequence[str], source: Path, target: Path, paramete
     failed = {}
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, \
             tqdm(total=len(names), desc="notebooks", unit="notebook", file=sys.stderr) as bar:
-        running = {pool.submit(_execute_atomically, source / f"{name}.ipynb", target / f"{name}.ipynb", parameters):
-                   name for name in names}
+        running = {pool.submit(_execute_atomically, source / f"{name}.ipynb", target / f"{name}.ipynb",
+                               {**parameters, **(extra or {}).get(name, {})}): name for name in names}
         for done in as_completed(running):
             try:
                 done.result()
@@ -216,12 +231,18 @@ def write_index(reports: Sequence[StudyReport], profile: Profile, seeds: tuple[i
                      summary=report.results.study.summary, notebook=report.results.study.name in notebooks,
                      figures=figure_names(report.results.study.name),
                      verdicts=verdict_table(report.claims).to_dict("records"),
-                     table_html=report.results.display_table().to_html(classes="study-table", border=0))
+                     table_html=report.results.display_table().to_html(classes="study-table", border=0),
+                     health_html=_html(health_display(report.results)))
                 for report in reports]
     page = environment.get_template("index.html.j2").render(
         profile=profile, seeds=seeds, sections=sections, failures=failures, verdict_rule=rule_text(profile.name),
         verdicts=verdict_table(tuple(claim for report in reports for claim in report.claims)).to_dict("records"))
     write_text_atomic(out / "index.html", page)
+
+
+def _html(shown: Any) -> str:
+    """A Styler as an HTML table, or a plain line (escaped) as a paragraph."""
+    return shown.to_html() if hasattr(shown, "to_html") else f'<p class="meta">{html.escape(shown)}</p>'
 
 
 def _step(message: str) -> None:

@@ -18,7 +18,8 @@ from tsd_study.studies.profiles import Profile, get_profile
 
 from .spec import RunSpec, SpecError, canonical_overrides
 
-DEFAULT_SEEDS = (0,)
+DEFAULT_SEEDS = (0, 1, 2)
+"""Three seeds: verdicts come from seed-paired intervals, which one seed cannot give."""
 GPUS_KEY = "tsd_gpus"
 """Config key: GPUs the recipe wants (16 at full scale); 0 trains on CPU."""
 CPU_TASKS_KEY = "tsd_cpu_tasks"
@@ -31,12 +32,14 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """A distinct run, the study rows that use it (``study/row``) and the resources its config asks for."""
+    """A distinct run, the study rows that use it (``study/row``), the resources its config asks for and its model
+    in words (``model_description.describe_model``)."""
 
     spec: RunSpec
     uses: tuple[str, ...]
     gpus: int
     cpu_tasks: int
+    model: str = ""
 
     @property
     def run_id(self) -> str:
@@ -104,8 +107,8 @@ def plan(studies: Sequence[str | Study], profile: str | Profile, seeds: Sequence
     runs = [
         PlannedRun(spec=RunSpec(config=cell.config, overrides=cell.overrides, profile=profile.name, dataset=dataset,
                                 seed=seed, max_iters=profile.max_iters),
-                   uses=cell.uses, gpus=gpus, cpu_tasks=cpu_tasks)
-        for seed in seeds for cell, (dataset, gpus, cpu_tasks) in zip(cells, resolved, strict=True)
+                   uses=cell.uses, gpus=gpus, cpu_tasks=cpu_tasks, model=model)
+        for seed in seeds for cell, (dataset, gpus, cpu_tasks, model) in zip(cells, resolved, strict=True)
     ]
     return Plan(profile=profile.name, studies=tuple(study.name for study in loaded), seeds=tuple(seeds),
                 runs=tuple(runs))
@@ -146,9 +149,11 @@ def _cells(studies: list[Study], profile: Profile, problems: list[str]) -> list[
     return [_Cell(config, overrides, tuple(uses[key])) for key, (config, overrides) in first.items()]
 
 
-def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) -> list[tuple[str, int, int]]:
-    """Load each cell's config once; its dataset reference, GPUs and CPU tasks, or a problem line naming its rows."""
+def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) -> list[tuple[str, int, int, str]]:
+    """Load each cell's config once; its dataset reference, GPUs, CPU tasks and model description, or a problem line
+    naming its rows."""
     from tsd_study import runner  # mmengine's Config: only when a plan is made
+    from tsd_study.model_description import describe_model
 
     resolved = []
     for cell in cells:
@@ -156,12 +161,12 @@ def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) 
             cfg = runner.load_config(cell.config, dataset=profile.dataset, cfg_options=cell.overrides,
                                      max_iters=profile.max_iters, import_modules=False)
             resolved.append((str(cfg.tsd_dataset), _count(cfg, GPUS_KEY, default=0, minimum=0),
-                             _count(cfg, CPU_TASKS_KEY, default=1, minimum=1)))
+                             _count(cfg, CPU_TASKS_KEY, default=1, minimum=1), describe_model(cfg)))
         except Exception as error:  # every way a config fails to load is a problem to list
             overrides = f" with overrides {cell.overrides}" if cell.overrides else ""
             kind = "" if isinstance(error, ValueError) else f"{type(error).__name__}: "
             problems.append(f"{', '.join(cell.uses)} ({cell.config}{overrides}): {kind}{error}")
-            resolved.append(("", 0, 1))
+            resolved.append(("", 0, 1, ""))
     return resolved
 
 

@@ -6,6 +6,7 @@ _base_ = [
     '../_base_/datasets/shapes_detection.py',
     '../_base_/cpu_scale.py',
 ]
+tsd_backbone_name = 'EfficientNet-Lite0'
 channels = 64
 model = dict(
     data_preprocessor=dict(mean=[127.0, 127.0, 127.0], std=[128.0, 128.0, 128.0], bgr_to_rgb=True),

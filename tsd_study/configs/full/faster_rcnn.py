@@ -5,4 +5,5 @@ _base_ = [
     '../_base_/full_scale.py',
     '../_base_/schedules/paper_13e.py',
 ]
+tsd_backbone_name = 'ResNet-50'
 model = dict(backbone=dict(norm_cfg=dict(type='SyncBN', requires_grad=True), norm_eval=False))

@@ -6,6 +6,7 @@ _base_ = [
     '../_base_/full_scale.py',
     '../_base_/schedules/released_14e.py',
 ]
+tsd_backbone_name = 'ResNet-50'
 model = dict(
     rpn_head=dict(loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0)),
     roi_head=dict(bbox_head=dict(loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0, loss_weight=1.0))),
