@@ -178,7 +178,7 @@ def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingO
     if on_training is not None:
         runner.register_hook(_Observer(on_training), priority="VERY_HIGH")
     runner.train()
-    if not curve.final or curve.points[-1]["iter"] != runner.iter:  # resumed after the last validation
+    if curve.validated_at != runner.iter:  # resumed after the last validation: every rank validates again
         runner.val_loop.run()
     ended = time.perf_counter()
     if not context.is_main:
@@ -272,8 +272,8 @@ class LearningCurveHook(Hook):
 
     Attributes:
         points: the curve so far, in iteration order.
-        final: the last validation's full evaluation (``CocoEvaluation.to_json()``) per IoU type, once this process
-            has validated.
+        final: the last validation's full evaluation (``CocoEvaluation.to_json()``) per IoU type (main process).
+        validated_at: the iteration of this process's last validation (None before one), the same on every rank.
         seconds: wall seconds spent in validations by this process.
     """
 
@@ -285,6 +285,7 @@ class LearningCurveHook(Hook):
         self.work_dir, self.ann_file, self.iou_types = Path(work_dir), Path(ann_file), iou_types
         self.points: list[dict[str, Any]] = []
         self.final: dict[str, dict] = {}
+        self.validated_at: int | None = None
         self.seconds = 0.0
         self._began = 0.0
 
@@ -321,6 +322,7 @@ class LearningCurveHook(Hook):
                 runner.message_hub.update_info(HEALTH_INFO_KEY, None)
             self.points = [old for old in self.points if old["iter"] < point["iter"]] + [point]
             write_json_atomic(self.work_dir / self.CURVE_FILE, self.points, indent=1)
+        self.validated_at = runner.iter
         self.seconds += time.perf_counter() - self._began
 
 
