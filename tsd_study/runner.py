@@ -86,13 +86,16 @@ def set_max_iters(cfg: Config, max_iters: int) -> None:
 
 
 def train(cfg: Config, resume: bool = False) -> Runner:
-    """Train with mmengine's Runner (``resume`` continues from the work dir's last checkpoint)."""
+    """Train with mmengine's Runner (``resume`` continues from the work dir's last checkpoint); every validation of
+    a TSD model also logs its offset health."""
     from mmengine.runner import Runner
 
     from tsd_study import checkpoint_compat  # noqa: F401  (checkpoints load under torch's weights_only default)
+    from tsd_study.models.offset_health import OffsetHealthHook
 
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
+    runner.register_hook(OffsetHealthHook())
     runner.train()
     return runner
 
