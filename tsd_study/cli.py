@@ -104,6 +104,8 @@ def _add_params(commands) -> None:
 
 
 def _add_bench(commands) -> None:
+    from mmengine.config import DictAction
+
     bench = commands.add_parser("bench", help="speed benchmarks that print measured ratios").add_subparsers(
         dest="bench_command", required=True, metavar="BENCH")
     pool = _command(bench, "pool", _bench_pool,
@@ -121,6 +123,13 @@ def _add_bench(commands) -> None:
     head.add_argument("--images", type=int, default=10, help="timed inference images")
     head.add_argument("--train-steps", type=int, default=4)
     head.add_argument("--device", default="cpu")
+    step = _command(bench, "step", _bench_step,
+                    "where a CPU training step goes (data, forward+backward, optimizer), before and after a change")
+    step.add_argument("configs", nargs="*", default=["cpu/faster_rcnn", "cpu/tsd_pc"], help="packaged configs")
+    step.add_argument("--after", nargs="+", action=DictAction, default={},
+                      help="the change, as config overrides key=value (mmengine syntax)")
+    step.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    step.add_argument("--dataset", help="dataset reference (default: the config's)")
 
 
 def _add_study(commands) -> None:
@@ -339,6 +348,13 @@ def _reproduce(args: argparse.Namespace) -> int:
     if outcome.unfinished_runs:
         print(f"{len(outcome.unfinished_runs)} run(s) did not finish: see `tsd-study study status`", file=sys.stderr)
     return 0 if outcome.ok else 1
+
+
+def _bench_step(args: argparse.Namespace) -> int:
+    from tsd_study.bench.step import bench_step
+
+    bench_step(tuple(args.configs), after=args.after, steps=args.steps, dataset=args.dataset)
+    return 0
 
 
 def _bench_head(args: argparse.Namespace) -> int:
