@@ -96,7 +96,7 @@ def effects(results: StudyResults) -> Figure:
     metrics = effect_metrics(results)
     rows = [row for row in results.rows if results.study.reference_of(row.id)]
     labels = [_row_label(results, row.id) for row in rows]
-    figure, axes = _figure(len(metrics), width=5.2, height=1.4 + 0.55 * max(len(rows), 1))
+    figure, axes = _figure(len(metrics), width=max(5.2, 8.0 / len(metrics)), height=1.6 + 0.55 * max(len(rows), 1))
     palette = sns.color_palette(PALETTE)
     for ax, metric in zip(axes, metrics):
         ratio = results.is_ratio(metric)
@@ -116,7 +116,7 @@ def effects(results: StudyResults) -> Figure:
         unit = "ratio to the reference row" if ratio else "points against the reference row"
         ax.set(xlabel=f"{metric}: {unit}", title=metric)
     _dedupe_legend(figure, axes)
-    figure.suptitle(f"{results.study.title}: effects, ours ({results.profile} profile) and the paper's (COCO)")
+    figure.suptitle(f"{results.study.title}\neffects, ours ({results.profile} profile) and the paper's (COCO)")
     return figure
 
 
@@ -133,7 +133,7 @@ def learning_curves(results: StudyResults) -> Figure:
                      markers=True, dashes=False, errorbar=_t_interval, palette=PALETTE, ax=ax)
         ax.legend(title=None, fontsize=8)
         ax.set(xlabel="training iteration", ylabel="val AP (%)")
-    ax.set_title(f"{results.study.title}: learning curves ({results.profile} profile, {len(results.seeds)} seed(s))")
+    ax.set_title(f"{results.study.title}\nlearning curves ({results.profile} profile, {len(results.seeds)} seed(s))")
     return figure
 
 
@@ -168,7 +168,7 @@ def gain_vs_iou(results: StudyResults) -> Figure:
     ax.axhline(0.0, color="grey", linewidth=1)
     ax.set_xticks([iou / 100 for iou in IOU_PERCENTS])
     ax.set(xlabel="IoU threshold", ylabel="AP gain of TSD over the baseline (points)",
-           title=f"Fig. 6: the gain against the IoU threshold, ours ({results.profile} profile) and the paper's")
+           title=f"Fig. 6: the gain against the IoU threshold\nours ({results.profile} profile) and the paper's (COCO)")
     return figure
 
 
