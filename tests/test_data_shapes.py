@@ -122,6 +122,19 @@ def test_refuses_an_existing_output_folder(shapes_24: Path) -> None:
         generate_shapes(shapes_24, num_images=4, seed=0)
 
 
+def test_fills_an_empty_output_folder_and_the_cli_refuses_a_full_one_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tsd_study.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert generate_shapes(empty, num_images=4, seed=0).train.ann_file.parent == empty
+    assert main(["data", "shapes", "--out", str(empty), "--images", "4"]) == 2
+    error = capsys.readouterr().err
+    assert error == f"tsd-study: error: {empty}: already exists and is not an empty directory; remove it or choose " \
+                    f"another\n"
+
+
 def test_rejects_images_too_small_for_large_objects(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image_size must be at least"):
         generate_shapes(tmp_path / "small", num_images=4, seed=0, image_size=64)

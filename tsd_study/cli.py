@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     line_buffered_output()
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:  # our input errors: say what is wrong, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # our input errors: what is wrong, no traceback
         print(f"tsd-study: error: {error}", file=sys.stderr)
         return 2
 

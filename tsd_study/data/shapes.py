@@ -123,15 +123,15 @@ def generate_shapes(
     image_size: int = DEFAULT_IMAGE_SIZE,
     val_fraction: float = DEFAULT_VAL_FRACTION,
 ) -> DatasetSpec:
-    """Generate the shapes dataset into `out_dir` (which must not exist yet) and return its spec.
+    """Generate the shapes dataset into `out_dir` (which must not exist yet, or be empty) and return its spec.
 
     The folder is built next to `out_dir` and renamed into place once complete, so readers never see a partial one.
     Layout: images/{train,val}/NNNNNN.png, train.json, val.json (COCO instances) and dataset.json (the manifest).
     """
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} px so large objects fit, got {image_size}")
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir}: already exists; remove it or choose another directory")
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir}: already exists and is not an empty directory; remove it or choose another")
     num_train, _ = split_sizes(num_images, val_fraction)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build_dir = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
