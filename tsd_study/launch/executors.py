@@ -25,11 +25,11 @@ from tsd_study.runs.listing import status_line
 from tsd_study.runs.plan import Plan, PlannedRun
 from tsd_study.runs.store import ENDED_STATES, LOG_TAIL_LINES, RunDir, RunStatus, RunStore, StoreError
 
+from .job_environment import THREADS_VARIABLE
 from .sites import Site, check_reachable, load_site
 from .train_job import TrainJob
 
 EXECUTORS = ("local", "slurm")
-THREADS_VARIABLE = "TSD_STUDY_THREADS"  # read by tsd_study.jobs; set here to the cores each job gets
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would stop real trainings
 LOCAL_POLL_S = 0.5
 SLURM_POLL_S = 2.0
