@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from tsd_study.runs.store import RunDir, RunStatus
+from tsd_study.runs.store import REQUEUED, RunDir, RunState, RunStatus
 
 from .job_environment import latest_checkpoint
 
@@ -46,8 +46,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         _, resume_iter = latest_checkpoint(run.work_dir)
 
         def requeued(status: RunStatus) -> None:
-            status.state = "queued"
-            status.end_attempt("requeued", end_iter=resume_iter)
+            status.state = RunState.QUEUED
+            status.end_attempt(REQUEUED, end_iter=resume_iter)
 
         run.update_status(requeued)
         return submitit.helpers.DelayedSubmission(TrainJob(), run_dir)

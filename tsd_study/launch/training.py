@@ -33,7 +33,7 @@ from tsd_study.models.offset_health import HEALTH_INFO_KEY, OffsetHealthHook
 from tsd_study.models.tsd_roi_head import TSDRoIHead
 from tsd_study.output import line_buffered_output
 from tsd_study.runs.manifest import build_manifest
-from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunStatus, now
+from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunState, RunStatus, now
 
 from .job_environment import THREADS_VARIABLE, JobContext, latest_checkpoint
 
@@ -91,8 +91,8 @@ def _start_attempt(run: RunDir, context: JobContext) -> None:
     started_at = now()
 
     def running(status: RunStatus) -> None:
-        status.end_attempt("interrupted")
-        status.state, status.error, status.log_tail = "running", None, None
+        status.end_attempt(RunState.INTERRUPTED)
+        status.state, status.error, status.log_tail = RunState.RUNNING, None, None
         status.attempts.append(Attempt(started_at=started_at, executor=context.executor, job_id=context.job_id,
                                        host=socket.gethostname(), start_iter=start_iter))
 
@@ -107,8 +107,8 @@ def _finish(run: RunDir, metrics: dict[str, Any]) -> None:
     run.write_manifest({**manifest, "ended_at": now()})
 
     def finished(status: RunStatus) -> None:
-        status.state = "finished"
-        status.end_attempt("finished", end_iter=metrics["iters"])
+        status.state = RunState.FINISHED
+        status.end_attempt(RunState.FINISHED, end_iter=metrics["iters"])
 
     run.update_status(finished)
 
@@ -118,8 +118,8 @@ def _record_failure(run: RunDir, error: BaseException) -> None:
     tail = _log_tail(run)
 
     def failed(status: RunStatus) -> None:
-        status.state, status.error, status.log_tail = "failed", text, tail
-        status.end_attempt("failed")
+        status.state, status.error, status.log_tail = RunState.FAILED, text, tail
+        status.end_attempt(RunState.FAILED)
 
     run.update_status(failed)
 
