@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tsd_study.jobs import train_and_evaluate
-from tsd_study.launch.train_job import latest_checkpoint
+from tsd_study.launch.job_environment import latest_checkpoint
+from tsd_study.launch.training import train_and_evaluate
 from tsd_study.runs import RunSpec, RunStore
 
 SPEC = RunSpec(config="cpu/faster_rcnn", overrides={}, profile="smoke", dataset="shapes:48", seed=0, max_iters=6)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tsd_study.runs import RunDir, RunSpec, RunStatus, RunStore, StoreError
-from tsd_study.runs.store import Attempt, METRIC_KEYS
+from tsd_study.runs.store import Attempt, METRIC_KEYS, RunState
 
 SPEC = RunSpec(config="cpu/tsd_pc", overrides={}, profile="smoke", dataset="shapes:48", seed=0, max_iters=6)
 EVALUATION = {"stats": [0.5] * 12, "breakdown": [{"area": "all", "iou": 0.5, "AP": 0.5}]}
@@ -89,6 +89,26 @@ def test_status_round_trip_and_ending_an_attempt(store: RunStore) -> None:
     assert (attempt.outcome, attempt.end_iter, attempt.start_iter) == ("requeued", 4, 2)
     assert attempt.ended_at is not None
     assert RunStatus.from_dict(run.status().to_dict(), "x") == run.status()
+
+
+def test_states_are_read_as_run_states_and_stored_as_plain_strings(store: RunStore) -> None:
+    run = store.add(SPEC)
+    run.update_status(lambda status: setattr(status, "state", RunState.RUNNING))
+    assert json.loads((run.path / "status.json").read_text())["state"] == "running"
+    assert run.status().state is RunState.RUNNING
+
+
+def test_the_real_state_of_a_run(store: RunStore) -> None:
+    """Recorded, except that a run marked running which no live process trains is interrupted, and a run with
+    complete metrics is finished."""
+    run = store.add(SPEC)
+    assert run.state() is RunState.PENDING
+    run.update_status(lambda status: setattr(status, "state", RunState.RUNNING))
+    assert run.state() is RunState.INTERRUPTED
+    with run.training_lock():
+        assert run.state() is RunState.RUNNING
+    run.write_metrics(METRICS)
+    assert run.state() is RunState.FINISHED
 
 
 def test_wall_seconds_add_up_the_ended_attempts() -> None:

@@ -296,7 +296,7 @@ def _study_run(args: argparse.Namespace) -> int:
 
     from tsd_study.launch import make_backend, run_plan
     from tsd_study.launch.overhead import measure_overhead
-    from tsd_study.runs import RunStore, plan
+    from tsd_study.runs import RunState, RunStore, plan
     from tsd_study.runs.listing import format_outcome
 
     started, began = datetime.now(timezone.utc), time.perf_counter()
@@ -309,7 +309,7 @@ def _study_run(args: argparse.Namespace) -> int:
     if args.profile_overhead:
         run_dirs = [store.run(run_id) for run_id in states]
         print(measure_overhead(run_dirs, started, wall_seconds, backend.max_concurrent).describe())
-    return 0 if set(states.values()) <= {"finished"} else 1
+    return 0 if set(states.values()) <= {RunState.FINISHED} else 1
 
 
 def _study_status(args: argparse.Namespace) -> int:

@@ -23,19 +23,19 @@ from tqdm import tqdm
 
 from tsd_study.runs.listing import status_line
 from tsd_study.runs.plan import Plan, PlannedRun
-from tsd_study.runs.store import ENDED_STATES, LOG_TAIL_LINES, RunDir, RunStatus, RunStore, StoreError
+from tsd_study.runs.store import ENDED_STATES, LOG_TAIL_LINES, RunDir, RunState, RunStatus, RunStore, StoreError
 
+from .job_environment import THREADS_VARIABLE
 from .sites import Site, check_reachable, load_site
 from .train_job import TrainJob
 
 EXECUTORS = ("local", "slurm")
-THREADS_VARIABLE = "TSD_STUDY_THREADS"  # read by tsd_study.jobs; set here to the cores each job gets
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would stop real trainings
 LOCAL_POLL_S = 0.5
 SLURM_POLL_S = 2.0
 SIGNAL_DELAY_S = 90  # submitit's default: the checkpoint signal comes this long before the time limit
 SUBMITIT_DIR = ".submitit"  # under the store root: submitit's pickles and the jobs' stdout/stderr
-RECORDED_ENDS = ("finished", "failed")  # states a job writes last, as it ends
+RECORDED_ENDS = (RunState.FINISHED, RunState.FAILED)  # states a job writes last, as it ends
 
 
 class Backend(Protocol):
@@ -197,7 +197,7 @@ def make_backend(executor: str, store: RunStore, site: str | Path | Site | None 
 
 
 def run_plan(plan: Plan, store: RunStore, backend: Backend, *, force: bool = False,
-             progress: bool = True, show_runs: bool = False) -> dict[str, str]:
+             progress: bool = True, show_runs: bool = False) -> dict[str, RunState]:
     """Train every run of ``plan`` that is not finished (all of them with ``force``); returns {run_id: state}.
 
     ``progress`` draws a bar; ``show_runs`` also prints each run's status line (metrics or error) as it ends.
@@ -228,7 +228,8 @@ class _Scheduler:
                  show_runs: bool) -> None:
         self.backend = backend
         self.run_dirs = run_dirs
-        self.states = {run_id: "finished" for run_id, run_dir in run_dirs.items() if run_dir.metrics() is not None}
+        self.states = {run_id: RunState.FINISHED for run_id, run_dir in run_dirs.items()
+                       if run_dir.metrics() is not None}
         self.waiting = [run for run in plan.runs if run.run_id not in self.states]
         self.active: dict[str, submitit.Job[Any]] = {}
         self.followed: dict[str, tuple[PlannedRun, RunStatus]] = {}  # and its status when following began
@@ -238,7 +239,7 @@ class _Scheduler:
         self.bar = tqdm(total=len(plan.runs), initial=len(self.states), unit="run", disable=not progress,
                         desc=f"{plan.profile} runs ({backend.name})")
 
-    def run(self) -> dict[str, str]:
+    def run(self) -> dict[str, RunState]:
         with self.bar:
             while self.waiting or self.active or self.followed:
                 self._submit_ready()
@@ -294,7 +295,7 @@ class _Scheduler:
         """Record how a job ended when it could not itself (cancelled, killed, crashed before its handler)."""
         run_dir = self.run_dirs[run_id]
         status = run_dir.status()
-        if status.state not in ("finished", "failed"):
+        if status.state not in RECORDED_ENDS:
             if self.backend.was_cancelled(job):
                 status = run_dir.update_status(_cancelled)
             else:
@@ -312,13 +313,13 @@ class _Scheduler:
             del self.followed[run_id]
             status = run_dir.status()
             if run_dir.metrics() is not None:
-                self._done(run_id, "finished")
+                self._done(run_id, RunState.FINISHED)
             elif status != before and status.state in ENDED_STATES:
                 self._done(run_id, status.state)
             else:
                 self.waiting.append(run)
 
-    def _done(self, run_id: str, state: str) -> None:
+    def _done(self, run_id: str, state: RunState) -> None:
         """Count the run as ended and print its status line (metrics or error) above the bar."""
         self.states[run_id] = state
         if self.show_runs:
@@ -329,20 +330,20 @@ class _Scheduler:
         """Counts beside the bar, redrawn only when they change (a log file gets one line per change)."""
         ended = list(self.states.values())
         summary = (f"running {len(self.active)}, waiting {len(self.waiting) + len(self.followed)}, "
-                   f"finished {ended.count('finished')}, failed {ended.count('failed')}, "
-                   f"cancelled {ended.count('cancelled')}")
+                   f"finished {ended.count(RunState.FINISHED)}, failed {ended.count(RunState.FAILED)}, "
+                   f"cancelled {ended.count(RunState.CANCELLED)}")
         if summary != self.shown_summary:
             self.bar.set_postfix_str(summary)
             self.shown_summary = summary
 
 
 def _queued(status: RunStatus) -> None:
-    status.state = "queued"
+    status.state = RunState.QUEUED
 
 
 def _cancelled(status: RunStatus) -> None:
-    status.state = "cancelled"
-    status.end_attempt("cancelled")
+    status.state = RunState.CANCELLED
+    status.end_attempt(RunState.CANCELLED)
 
 
 def _ended_silently(job: submitit.Job[Any]) -> Callable[[RunStatus], None]:
@@ -350,9 +351,9 @@ def _ended_silently(job: submitit.Job[Any]) -> Callable[[RunStatus], None]:
     stderr = job.stderr() or ""
 
     def failed(status: RunStatus) -> None:
-        status.state = "failed"
+        status.state = RunState.FAILED
         status.error = f"job {job.job_id} ended in state {job.state} without recording a result"
         status.log_tail = stderr.splitlines()[-LOG_TAIL_LINES:]
-        status.end_attempt("failed")
+        status.end_attempt(RunState.FAILED)
 
     return failed

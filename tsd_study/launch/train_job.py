@@ -1,24 +1,22 @@
-"""The callable the executors submit, and the checkpoints it resumes from.
+"""The callable the executors submit, and the checkpoint it saves when preempted or timed out.
 
 This module stays light (no torch, no mmdetection) so that the launcher can pickle ``TrainJob()`` without importing
-what training needs: the job process imports ``tsd_study.jobs`` when it starts training.
+what training needs: the job process imports ``tsd_study.launch.training`` when it starts training.
 """
 from __future__ import annotations
 
 import os
-import re
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from tsd_study.runs.store import RunDir, RunStatus
+from tsd_study.runs.store import REQUEUED, RunDir, RunState, RunStatus
+
+from .job_environment import latest_checkpoint
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
-
-CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pth")
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -30,7 +28,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._runner: Runner | None = None
 
     def __call__(self, run_dir: Path | str) -> dict[str, Any]:
-        from tsd_study.jobs import train_and_evaluate  # torch and mmdetection: in the job process only
+        from .training import train_and_evaluate  # torch and mmdetection: in the job process only
 
         return train_and_evaluate(run_dir, on_training=self._watch)
 
@@ -48,8 +46,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         _, resume_iter = latest_checkpoint(run.work_dir)
 
         def requeued(status: RunStatus) -> None:
-            status.state = "queued"
-            status.end_attempt("requeued", end_iter=resume_iter)
+            status.state = RunState.QUEUED
+            status.end_attempt(REQUEUED, end_iter=resume_iter)
 
         run.update_status(requeued)
         return submitit.helpers.DelayedSubmission(TrainJob(), run_dir)
@@ -74,15 +72,3 @@ def save_checkpoint_now(runner: Runner) -> None:
     runner.save_checkpoint(str(work_dir), filename=partial, meta=dict(iter=completed, epoch=runner.epoch))
     os.replace(work_dir / partial, work_dir / f"iter_{completed}.pth")
 
-
-def latest_checkpoint(work_dir: Path) -> tuple[Path | None, int]:
-    """The checkpoint with the most iterations whose file is complete, and that count ((None, 0) without one).
-
-    A process killed while torch wrote a checkpoint leaves a zip without its central directory, which is skipped.
-    """
-    found = [(int(match.group(1)), path) for path in work_dir.glob("iter_*.pth")
-             if (match := CHECKPOINT_PATTERN.fullmatch(path.name))]
-    for iteration, path in sorted(found, reverse=True):
-        if zipfile.is_zipfile(path):
-            return path, iteration
-    return None, 0

@@ -20,15 +20,13 @@ import numpy as np
 import pandas as pd
 
 from tsd_study.metrics.table_metrics import table_metrics
-from tsd_study.runs.listing import run_state
 from tsd_study.runs.plan import Plan, plan
-from tsd_study.runs.store import RunDir, RunStore
+from tsd_study.runs.store import RunDir, RunState, RunStore
 from tsd_study.studies import Row, Study, load_study
 from tsd_study.studies.profiles import Profile, get_profile
 
 from .stats import Estimate, estimate
 
-FINISHED = "finished"
 MISSING = "missing"
 """A planned run with no directory in the store: never launched there."""
 REFERENCE = "paper only"
@@ -54,7 +52,7 @@ class RunResult:
     row_id: str
     seed: int
     run_id: str
-    state: str
+    state: RunState | str  # MISSING when the store has no directory for the run
     run_dir: Path
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -129,7 +127,7 @@ class StudyResults:
 
     def plateau_rise(self, row_id: str) -> float:
         """Mean AP rise over seeds between the curve points at 50% and 75% of the schedule (NaN without curves)."""
-        rises = [_rise(run.curve) for run in self.runs_of(row_id) if run.state == FINISHED]
+        rises = [_rise(run.curve) for run in self.runs_of(row_id) if run.state == RunState.FINISHED]
         rises = [rise for rise in rises if not math.isnan(rise)]
         return float(np.mean(rises)) if rises else math.nan
 
@@ -147,7 +145,7 @@ class StudyResults:
         lines = []
         for row in self.rows:
             for run in self.runs_of(row.id):
-                if run.state != FINISHED or not run.curve:
+                if run.state != RunState.FINISHED or not run.curve:
                     continue
                 last = run.curve[-1]["iter"]
                 for point in run.curve:
@@ -183,8 +181,8 @@ class StudyResults:
         if not runs:
             return REFERENCE
         counts = Counter(run.state for run in runs)
-        if set(counts) == {FINISHED}:
-            return FINISHED
+        if set(counts) == {RunState.FINISHED}:
+            return RunState.FINISHED
         return ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
 
     def errors(self) -> dict[tuple[str, int], str]:
@@ -201,7 +199,7 @@ class StudyResults:
             for metric in self.study.metrics:
                 ours = estimate(self.values(row.id, metric))
                 effect = self.effect(row.id, metric)
-                cell_state = NO_VALUE if state == FINISHED and ours.n == 0 else state
+                cell_state = NO_VALUE if state == RunState.FINISHED and ours.n == 0 else state
                 lines.append((row.id, row.name, self.models.get(row.id, ""), metric, cell_state, ours.n, ours.mean,
                               ours.low, ours.high, self.paper_value(row.id, metric),
                               self.study.reference_of(row.id) or "", effect.mean, effect.low, effect.high,
@@ -294,8 +292,8 @@ def _read_run(run_dir: RunDir, row_id: str, seed: int) -> RunResult:
         return RunResult(row_id, seed, run_dir.run_id, MISSING, run_dir.path)
     status = run_dir.status()
     metrics = run_dir.metrics()
-    state = run_state(run_dir)
-    finished = state == FINISHED and metrics is not None
+    state = run_dir.state()
+    finished = state == RunState.FINISHED and metrics is not None
     values = table_metrics(metrics) if finished else {}
     return RunResult(row_id, seed, run_dir.run_id, state, run_dir.path, values, status.error,
                      curve=tuple(metrics.get("curve", ())) if finished else (),

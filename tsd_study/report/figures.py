@@ -23,9 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.patheffects import Normal, Stroke
 
-from tsd_study.runs.store import RunDir
+from tsd_study.runs.store import RunDir, RunState
 
-from .collect import FINISHED, StudyResults
+from .collect import StudyResults
 from .stats import estimate
 
 IOU_PERCENTS = (50, 60, 70, 80, 90)
@@ -243,7 +243,7 @@ def fig5_from_results(results: StudyResults) -> Figure:
     """Fig. 5 from the first finished seed of Table 4's full TSD model, or a note saying what is missing."""
     for run in results.runs_of(FIG5_ROW):
         dump = RunDir(run.run_dir).derived_proposals_file
-        if run.state == FINISHED and dump.is_file():
+        if run.state == RunState.FINISHED and dump.is_file():
             return derived_proposals(dump)
     return message_figure("Fig. 5: derived proposals",
                           f"No finished run of row {FIG5_ROW!r} with derived proposals in the store yet.")

@@ -18,7 +18,7 @@ from IPython.display import Image, display
 from pandas.io.formats.style import Styler
 
 from tsd_study.launch import make_backend, run_plan
-from tsd_study.runs import Plan, RunStore, plan
+from tsd_study.runs import Plan, RunState, RunStore, plan
 from tsd_study.runs.plan import DEFAULT_SEEDS
 from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import Profile
@@ -59,7 +59,7 @@ def studies_in(profile: str, names: Sequence[str] | None = None) -> tuple[str, .
 def launch(studies: Sequence[str], profile: Profile, seeds: tuple[int, ...], *, executor: str = "local",
            site: str | None = "local", store: Path | str = "runs", reuse: bool = True,
            max_concurrent: int | None = None, show_runs: bool = False,
-           expected_s: Mapping[str, float] | None = None) -> tuple[Plan, dict[str, str]]:
+           expected_s: Mapping[str, float] | None = None) -> tuple[Plan, dict[str, RunState]]:
     """Plan the studies' runs (each distinct run once) and train those not finished, with the engine's progress bar.
 
     Returns the plan and each run's final state. ``reuse=False`` retrains finished runs from scratch; ``show_runs``
@@ -174,7 +174,7 @@ def run_overview_notebook(*, profile: str = "cpu", executor: str = "local", site
     return OverviewReport(tuple(reports))
 
 
-def describe_runs(results: StudyResults, states: dict[str, str]) -> str:
+def describe_runs(results: StudyResults, states: dict[str, RunState]) -> str:
     """One line on the study's runs, then one per failed run with its error's last line."""
     run_ids = {run.run_id for run in results.runs}
     counts = Counter(states[run_id] for run_id in run_ids)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from tsd_study.atomic import write_bytes_atomic, write_text_atomic
 from tsd_study.runs import Plan, RunStore
-from tsd_study.runs.listing import run_state
+from tsd_study.runs.store import RunState
 from tsd_study.studies.profiles import Profile
 
 from .collect import collect, study_profile
@@ -56,7 +56,7 @@ class ReproduceResult:
 
     out: Path
     failed_notebooks: dict[str, str]
-    unfinished_runs: dict[str, str]
+    unfinished_runs: dict[str, RunState]
 
     @property
     def ok(self) -> bool:
@@ -114,7 +114,7 @@ def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None
         for name in names:
             render_notebook(out / "notebooks" / f"{name}.ipynb", out / f"{name}.html")
         write_index(reports, resolved, parsed_seeds, out, notebooks=set(names), failures=failed)
-    unfinished = {run_id: state for run_id, state in states.items() if state != "finished"}
+    unfinished = {run_id: state for run_id, state in states.items() if state != RunState.FINISHED}
     return ReproduceResult(out, failed, unfinished)
 
 
@@ -190,7 +190,7 @@ def export_runs(planned: Plan, store: RunStore, table: Path) -> None:
     for run in planned.runs:
         run_dir = store.run(run.run_id)
         rows.append(dict(run_id=run.run_id, config=run.spec.config, overrides=json.dumps(run.spec.overrides),
-                         seed=run.spec.seed, uses=" ".join(run.uses), state=run_state(run_dir),
+                         seed=run.spec.seed, uses=" ".join(run.uses), state=run_dir.state(),
                          wall_s=round(run_dir.status().wall_seconds(), 1)))
     write_text_atomic(table, pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
 

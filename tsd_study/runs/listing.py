@@ -8,7 +8,7 @@ from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES
 
 from .plan import Plan
-from .store import RunDir, RunStore
+from .store import RunDir, RunState, RunStore
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "mask_AP", "latency_ms", "params_M")
 
@@ -32,7 +32,7 @@ def format_plan(plan: Plan, store: RunStore) -> str:
     existing = sum(state != "new" for state in states)
     lines = [f"{', '.join(plan.studies)} in profile {plan.profile}, seeds {','.join(map(str, plan.seeds))}: "
              f"{plan.cells} table cells need {plan.distinct_runs} distinct runs, {len(plan.shared_runs)} shared "
-             f"between tables; {existing} already in {store.root}/ ({states.count('finished')} finished)"]
+             f"between tables; {existing} already in {store.root}/ ({states.count(RunState.FINISHED)} finished)"]
     lines += [f"{run.run_id}  {run.spec.config:<28} seed {run.spec.seed:<3} {state:<11} {', '.join(run.uses)}"
               for run, state in zip(plan.runs, states, strict=True)]
     return "\n".join(lines)
@@ -46,31 +46,22 @@ def format_status(store: RunStore, run_ids: Iterable[str] | None = None) -> str:
     return "\n".join(status_line(run) for run in runs)
 
 
-def format_outcome(store: RunStore, states: dict[str, str]) -> str:
+def format_outcome(store: RunStore, states: dict[str, RunState]) -> str:
     """What a study run ended with: counts per state, then a status line for each run that did not finish."""
     counts = {state: list(states.values()).count(state) for state in sorted(set(states.values()))}
     summary = f"{len(states)} runs in {store.root}/: " + ", ".join(f"{n} {state}" for state, n in counts.items())
-    unfinished = [run_id for run_id, state in states.items() if state != "finished"]
+    unfinished = [run_id for run_id, state in states.items() if state != RunState.FINISHED]
     return "\n".join([summary, format_status(store, unfinished)] if unfinished else [summary])
 
 
-def run_state(run: RunDir) -> str:
-    """``finished`` when metrics.json is complete, ``interrupted`` for a run marked running that no live process
-    trains, else the recorded state."""
-    if run.metrics() is not None:
-        return "finished"
-    state = run.status().state
-    return "interrupted" if state == "running" and not run.is_busy() else state
-
-
 def _stored_state(run: RunDir) -> str:
-    return run_state(run) if (run.path / "spec.json").is_file() else "new"
+    return run.state() if (run.path / "spec.json").is_file() else "new"
 
 
 def status_line(run: RunDir) -> str:
     """One run: id, state, profile, config, seed, the rows that use it, then its summary metrics or its error."""
     status, spec = run.status(), run.spec()
-    line = f"{run.run_id}  {run_state(run):<11} {spec.profile:<6} {spec.config:<28} seed {spec.seed:<3} " \
+    line = f"{run.run_id}  {run.state():<11} {spec.profile:<6} {spec.config:<28} seed {spec.seed:<3} " \
            f"{', '.join(status.uses) or '-'}"
     metrics = run.metrics()
     if metrics is not None:

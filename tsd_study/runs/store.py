@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,26 @@ from tsd_study.metrics import IOU_TYPES, STAT_DEFINITIONS
 from .spec import RunSpec
 
 DEFAULT_ROOT = Path("runs")
-STATES = ("pending", "queued", "running", "finished", "failed", "cancelled")
-ENDED_STATES = ("finished", "failed", "cancelled")
+
+
+class RunState(StrEnum):
+    """A run's state; status.json holds its value. INTERRUPTED is never written as a run's state: ``RunDir.state``
+    derives it (a run marked RUNNING that no live process trains), and it ends the attempt such a process left open."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+STATES = tuple(RunState)
+ENDED_STATES = (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
+"""States a launcher takes as a run's end; a run INTERRUPTED is trained again."""
+REQUEUED = "requeued"
+"""The outcome of an attempt checkpointed on preemption or timeout; its run is QUEUED again."""
 METRIC_KEYS = ("bbox", "latency_ms", "params_M", "iters", "train_seconds", "eval_seconds")
 """Keys every metrics.json holds; mask models add "segm"."""
 DERIVED_PROPOSALS = "derived_proposals.json"
@@ -55,8 +74,8 @@ def now() -> str:
 class Attempt:
     """One execution of a run's job: where it ran and how far it got.
 
-    ``outcome`` is None while it runs, then finished, failed, cancelled, requeued (checkpointed at ``end_iter`` on
-    preemption or timeout) or interrupted (its process died without a word, e.g. kill -9).
+    ``outcome`` is None while it runs, then the RunState finished, failed, cancelled or interrupted (its process died
+    without a word, e.g. kill -9), or REQUEUED (checkpointed at ``end_iter`` on preemption or timeout).
     """
 
     started_at: str
@@ -73,7 +92,7 @@ class Attempt:
 class RunStatus:
     """The content of status.json."""
 
-    state: str = "pending"
+    state: RunState = RunState.PENDING
     attempts: list[Attempt] = field(default_factory=list)
     uses: list[str] = field(default_factory=list)
     error: str | None = None
@@ -102,6 +121,7 @@ class RunStatus:
             raise StoreError(f"{source}: not a run status ({error})") from None
         if status.state not in STATES:
             raise StoreError(f"{source}: state {status.state!r} is not one of {', '.join(STATES)}")
+        status.state = RunState(status.state)
         return status
 
 
@@ -167,6 +187,14 @@ class RunDir:
         if not file.is_file():
             return RunStatus()
         return RunStatus.from_dict(_read_json(file), source=str(file))
+
+    def state(self) -> RunState:
+        """The run's real state: FINISHED when metrics.json is complete, INTERRUPTED when status.json says RUNNING
+        but no live process trains the run or has a job for it, else the state status.json records."""
+        if self.metrics() is not None:
+            return RunState.FINISHED
+        state = self.status().state
+        return RunState.INTERRUPTED if state == RunState.RUNNING and not self.is_busy() else state
 
     def update_status(self, change: Callable[[RunStatus], None]) -> RunStatus:
         """Read, change and write status.json under its lock (launchers and jobs both write it)."""
@@ -245,7 +273,7 @@ class RunDir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
             def reset(status: RunStatus) -> None:
-                status.state, status.error, status.log_tail = "pending", None, None
+                status.state, status.error, status.log_tail = RunState.PENDING, None, None
 
             self.update_status(reset)
 

@@ -1,8 +1,8 @@
 """The training job of one run: train (resuming from the last checkpoint), evaluate on val, write metrics.json.
 
 The executors submit ``TrainJob()(run_dir)`` (tsd_study.launch.train_job), which calls ``train_and_evaluate`` in the
-job process; everything a job needs is in its run directory. This is the one module of the study engine (runs/,
-launch/, jobs) that builds mmengine Runners.
+job process; everything a job needs is in its run directory and its environment (job_environment). This is the one
+module of the study engine (runs/, launch/) that builds mmengine Runners.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,15 @@ from mmengine.runner import IterBasedTrainLoop, Runner
 from tsd_study import runner as tsd_runner
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
-from tsd_study.launch.executors import THREADS_VARIABLE
-from tsd_study.launch.train_job import latest_checkpoint
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
 from tsd_study.models.offset_health import HEALTH_INFO_KEY, OffsetHealthHook
 from tsd_study.models.tsd_roi_head import TSDRoIHead
 from tsd_study.output import line_buffered_output
 from tsd_study.runs.manifest import build_manifest
-from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunStatus, now
+from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunState, RunStatus, now
+
+from .job_environment import THREADS_VARIABLE, JobContext, latest_checkpoint
 
 LATENCY_IMAGES = 30
 LATENCY_WARMUP = 5
@@ -46,30 +45,6 @@ MASTER_PORT_BASE = 20000  # distributed jobs pick MASTER_PORT_BASE + SLURM job i
 MASTER_PORT_RANGE = 20000
 
 TrainingObserver = Callable[[Runner | None], None]
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """Where this process runs: the submitit executor (``direct`` outside submitit), job id and task rank."""
-
-    executor: str
-    job_id: str | None
-    rank: int
-    num_tasks: int
-    hostnames: tuple[str, ...]
-
-    @classmethod
-    def current(cls) -> JobContext:
-        executor = os.environ.get("SUBMITIT_EXECUTOR")
-        if not executor:
-            return cls("direct", None, 0, 1, (socket.gethostname(),))
-        environment = submitit.JobEnvironment()
-        return cls(executor, environment.job_id, environment.global_rank, environment.num_tasks,
-                   tuple(environment.hostnames))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None = None) -> dict[str, Any]:
@@ -116,8 +91,8 @@ def _start_attempt(run: RunDir, context: JobContext) -> None:
     started_at = now()
 
     def running(status: RunStatus) -> None:
-        status.end_attempt("interrupted")
-        status.state, status.error, status.log_tail = "running", None, None
+        status.end_attempt(RunState.INTERRUPTED)
+        status.state, status.error, status.log_tail = RunState.RUNNING, None, None
         status.attempts.append(Attempt(started_at=started_at, executor=context.executor, job_id=context.job_id,
                                        host=socket.gethostname(), start_iter=start_iter))
 
@@ -132,8 +107,8 @@ def _finish(run: RunDir, metrics: dict[str, Any]) -> None:
     run.write_manifest({**manifest, "ended_at": now()})
 
     def finished(status: RunStatus) -> None:
-        status.state = "finished"
-        status.end_attempt("finished", end_iter=metrics["iters"])
+        status.state = RunState.FINISHED
+        status.end_attempt(RunState.FINISHED, end_iter=metrics["iters"])
 
     run.update_status(finished)
 
@@ -143,8 +118,8 @@ def _record_failure(run: RunDir, error: BaseException) -> None:
     tail = _log_tail(run)
 
     def failed(status: RunStatus) -> None:
-        status.state, status.error, status.log_tail = "failed", text, tail
-        status.end_attempt("failed")
+        status.state, status.error, status.log_tail = RunState.FAILED, text, tail
+        status.end_attempt(RunState.FAILED)
 
     run.update_status(failed)
 
