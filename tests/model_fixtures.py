@@ -25,7 +25,7 @@ FC_CHANNELS = 32  # fc width of every box branch and of the offset predictor
 NUM_PROPOSALS = 64  # RPN proposals per image, in training and in testing
 NUM_SAMPLED = 32  # RoIs sampled per image for the R-CNN losses
 IMAGE_SIZE = 64
-GAMMA = 0.1  # the released code's offset scale (TSD_METHOD.md, "The TSD head" 2)
+GAMMA = 0.1  # the released code's offset scale
 
 
 @functools.cache

@@ -20,14 +20,14 @@ from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES as STUDY_PROFILES
 
 PARAMS_TOLERANCE = 0.02  # Table 1's parameter column, relative
-PAPER_MARGINS = (0.2, 0.2)  # m_c, m_r of the paper's ablations (TSD_METHOD.md, "Progressive constraint")
+PAPER_MARGINS = (0.2, 0.2)  # m_c, m_r of the paper's ablations
 RELEASED_RECIPE = "full/tsd_released"
 # A profile's root configs build on its scale base (dataset, schedule, machine); every other config is a switch delta.
 SCALE_BASE = "../_base_/{profile}_scale.py"
 # A profile may set its TSD head's scale-dependent switches (offset_init) in a head base of its own.
 PROFILE_HEAD_BASE = "../_base_/{profile}_tsd_roi_head.py"
 COMMON_HEAD_BASE = "../_base_/tsd_roi_head.py"
-# Table 4's switch columns (PAPER_TABLES / definitions/table4.yaml) in the words of TSDSwitches.
+# Table 4's switch columns (definitions/table4.yaml) in the words of TSDSwitches.
 MANNERS = {"Point.w": "point", "Prop.w": "prop", "-": "none"}
 
 

@@ -10,7 +10,7 @@ from mmcv.ops import RoIAlign
 
 from tsd_study.models.deform_roi_pool import DeformRoIPool, deform_roi_pool
 
-GAMMA = 0.1  # the TSD value (TSD_METHOD.md, "The TSD head" 2)
+GAMMA = 0.1  # the released code's offset scale
 MAP_HEIGHT, MAP_WIDTH = 12, 15
 
 # Boxes in feature-map pixels (multiply by 1 / spatial_scale for image coordinates):

@@ -18,7 +18,7 @@ SIBLING = {"loss_sibling_cls", "loss_sibling_bbox", "acc_sibling"}
 PC_CLS = {"loss_pc_cls"}
 PC_LOC = {"loss_pc_loc"}
 MASK = {"loss_mask"}
-# The extra losses of each config the tables name, written out from the config comments and TSD_METHOD.md:
+# The extra losses of each config the tables name, written out from the config comments and the paper:
 # the sibling losses exactly when H* is trained jointly, each PC term exactly when it is switched on.
 EXTRA_LOSSES = {
     "faster_rcnn": set(),

@@ -110,8 +110,10 @@ def _add_bench(commands) -> None:
         dest="bench_command", required=True, metavar="BENCH")
     pool = _command(bench, "pool", _bench_pool,
                     "forward+backward of our pointwise deformable RoI pooling over mmcv's RoIAlign")
-    pool.add_argument("--rois", type=int, default=512)
+    pool.add_argument("--num-rois", type=int, default=512, help="RoIs per image")
     pool.add_argument("--channels", type=int, default=256)
+    pool.add_argument("--output-size", type=int, default=7)
+    pool.add_argument("--sampling-ratio", type=int, default=4)
     pool.add_argument("--repeats", type=int, default=5)
     pool.add_argument("--device", default="cpu")
     head = _command(bench, "head", _bench_head,
@@ -271,7 +273,8 @@ def _params(args: argparse.Namespace) -> int:
 def _bench_pool(args: argparse.Namespace) -> int:
     from tsd_study.bench.pool import bench_pool
 
-    bench_pool(num_rois=args.rois, channels=args.channels, repeats=args.repeats, device=args.device)
+    bench_pool(num_rois=args.num_rois, channels=args.channels, output_size=args.output_size,
+               sampling_ratio=args.sampling_ratio, repeats=args.repeats, device=args.device)
     return 0
 
 

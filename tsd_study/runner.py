@@ -13,6 +13,7 @@ from tsd_study.switches import TSDSwitches
 
 if TYPE_CHECKING:  # loading and checking configs needs neither torch nor mmdetection: planners stay light
     from mmengine.runner import Runner
+    from torch import nn
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 PROFILES = ("cpu", "full")
@@ -83,6 +84,16 @@ def set_max_iters(cfg: Config, max_iters: int) -> None:
     cfg.param_scheduler = schedulers
     checkpoint = cfg.default_hooks.checkpoint
     checkpoint.interval = min(max(1, round(checkpoint.interval * scale)), max_iters)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The model a loaded config describes, built in its registry scope (weights as its init leaves them: call
+    ``init_weights`` to initialise as in training); device and meta-device contexts apply."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    return MODELS.build(cfg.model)
 
 
 def train(cfg: Config, resume: bool = False) -> Runner:

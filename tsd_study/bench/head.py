@@ -13,22 +13,18 @@ from collections.abc import Callable
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 
 from tsd_study.bench.latency import elapsed_ms
-from tsd_study.runner import config_path
+from tsd_study.runner import build_model, config_path
 
 MODELS = ("baseline", "tsd")
 
 
 def build_detector(config: str, device: str) -> torch.nn.Module:
     """A detector from a packaged config, with random weights (no pretrained download)."""
-    from mmdet.registry import MODELS as DETECTORS
-
     cfg = Config.fromfile(config_path(config))
-    init_default_scope(cfg.get("default_scope", "mmdet"))
     cfg.model.backbone.pop("init_cfg", None)
-    return DETECTORS.build(cfg.model).to(device)
+    return build_model(cfg).to(device)
 
 
 def demo_batches(num_images: int, height: int, width: int, num_classes: int, device: str,

@@ -4,20 +4,15 @@ from __future__ import annotations
 import pandas as pd
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
-from tsd_study.runner import config_path
+from tsd_study.runner import build_model, config_path
 from tsd_study.studies import StudyError, load_study
 
 
 def count_parameters(config: str) -> int:
     """Number of parameters of the model a config describes (classes as the config sets them)."""
-    from mmdet.registry import MODELS
-
-    cfg = Config.fromfile(config_path(config))
-    init_default_scope(cfg.get("default_scope", "mmdet"))
     with torch.device("meta"):
-        model = MODELS.build(cfg.model)
+        model = build_model(Config.fromfile(config_path(config)))
     return sum(parameter.numel() for parameter in model.parameters())
 
 

@@ -2,12 +2,11 @@
 
 Both ops pool the same features and RoIs with the same sampling ratio; ours gets pointwise offsets and computes
 gradients for the features and the offsets, RoIAlign (``aligned=True``) for the features only. Times are the median
-of ``repeats`` runs after one warm-up run. Run ``python -m tsd_study.bench.pool``.
+of ``repeats`` runs after one warm-up run. Run ``tsd-study bench pool``.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -114,20 +113,3 @@ def format_table(result: dict[str, object]) -> str:
             f"{row['ratio']:>14.3f}"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m tsd_study.bench.pool [--num-rois N] ...``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-rois", type=int, default=512, help="RoIs per image")
-    parser.add_argument("--channels", type=int, default=256)
-    parser.add_argument("--output-size", type=int, default=7)
-    parser.add_argument("--sampling-ratio", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    bench_pool(args.num_rois, args.channels, args.output_size, args.sampling_ratio, args.repeats, args.device)
-
-
-if __name__ == "__main__":
-    main()

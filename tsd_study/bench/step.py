@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from tsd_study.runner import load_config
+from tsd_study.runner import build_model, load_config
 
 PARTS = ("data", "forward_backward", "optimizer")
 VARIANTS = ("before", "after")
@@ -34,12 +33,9 @@ class _Trainer:
     """A model, its optimizer and its own dataloader, built from one config."""
 
     def __init__(self, config: str, options: Mapping[str, Any], dataset: str | None) -> None:
-        from mmdet.registry import MODELS
-
         cfg = load_config(config, dataset=dataset, cfg_options=dict(options))
-        init_default_scope(cfg.get("default_scope", "mmdet"))
         torch.manual_seed(0)
-        self.model = MODELS.build(cfg.model)
+        self.model = build_model(cfg)
         self.model.init_weights()
         self.model.train()
         self.optim_wrapper = build_optim_wrapper(self.model, cfg.optim_wrapper)

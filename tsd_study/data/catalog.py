@@ -130,16 +130,16 @@ def apply_dataset(cfg: Config, spec: DatasetSpec) -> None:
         dataset["data_prefix"] = dict(img=f"{files.image_dir.resolve()}/")
         dataset["metainfo"] = dict(classes=spec.classes)
     for evaluator_key in EVALUATORS:
-        for evaluator in _as_list(cfg.get(evaluator_key)):
+        for evaluator in config_list(cfg.get(evaluator_key)):
             if "ann_file" in evaluator or str(evaluator.get("type", "")).endswith("CocoMetric"):
                 evaluator["ann_file"] = str(spec.val.ann_file.resolve())
     roi_head = cfg.get("model", {}).get("roi_head") or {}
     for head_key in ("bbox_head", "mask_head"):
-        for head in _as_list(roi_head.get(head_key)):
+        for head in config_list(roi_head.get(head_key)):
             head["num_classes"] = len(spec.classes)
 
 
-def _as_list(value: Any) -> list[Any]:
+def config_list(value: Any) -> list[Any]:
     """A config entry that may be absent, one dict, or a list of dicts, as a list."""
     if value is None:
         return []

@@ -27,6 +27,7 @@ from mmengine.runner import IterBasedTrainLoop, Runner
 from tsd_study import runner as tsd_runner
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
+from tsd_study.data.catalog import config_list
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
 from tsd_study.models.offset_health import HEALTH_INFO_KEY, OffsetHealthHook
@@ -181,7 +182,7 @@ def _build_config(run: RunDir, context: JobContext) -> Config:
 
 
 def _iou_types(cfg: Config) -> tuple[str, ...]:
-    return tuple(iou for iou in IOU_TYPES if iou in _as_list(cfg.val_evaluator.metric))
+    return tuple(iou for iou in IOU_TYPES if iou in config_list(cfg.val_evaluator.metric))
 
 
 def _prepare_distributed(cfg: Config, context: JobContext) -> None:
@@ -233,10 +234,6 @@ def _latency(runner: Runner, model: torch.nn.Module) -> float:
     dataset = runner.val_dataloader.dataset
     batches = (pseudo_collate([dataset[index % len(dataset)]]) for index in range(LATENCY_WARMUP + LATENCY_IMAGES))
     return measure_latency(model, batches, num_images=LATENCY_IMAGES, warmup=LATENCY_WARMUP)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class LearningCurveHook(Hook):

@@ -1,6 +1,6 @@
 """Deformable RoI pooling with mmcv's semantics, including a CPU implementation.
 
-TSD pools the features of its derived proposals with deformable RoI pooling (TSD_METHOD.md, "The TSD head" 3-4).
+TSD pools the features of its derived proposals with deformable RoI pooling (as in the paper and the released code).
 mmcv 2.1 only has CUDA (and NPU/MLU) kernels for it, so CUDA tensors go to ``mmcv.ops.deform_roi_pool`` and every
 other device uses the pure-PyTorch implementation below, which computes what mmcv's CUDA kernel
 (``deform_roi_pool_cuda_kernel.cuh`` with ``bilinear_interpolate`` from ``common_cuda_helper.hpp``) computes:
@@ -22,7 +22,7 @@ The implementation turns each output bin into a weighted sum of ``4 * sampling_r
 bilinear corners per sample point) and evaluates all bins at once with ``torch.nn.functional.embedding_bag`` over a
 channels-last copy of the features. Its backward (:class:`_WeightedPixelSum`) scatters the feature gradient with
 ``index_add_`` and gathers the weight gradient, which autograd carries on to the offsets; on CPU this is several
-times faster than ``embedding_bag``'s own sort-based backward. ``python -m tsd_study.bench.pool`` compares the whole
+times faster than ``embedding_bag``'s own sort-based backward. ``tsd-study bench pool`` compares the whole
 op's speed with RoIAlign.
 """
 
