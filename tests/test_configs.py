@@ -15,7 +15,7 @@ from model_fixtures import packaged_config
 from tsd_study import external_configs
 from tsd_study.cli import main
 from tsd_study.models import TSDSwitches
-from tsd_study.runner import CONFIG_ROOT, PROFILES
+from tsd_study.runner import CONFIG_PROFILES, CONFIG_ROOT
 from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES as STUDY_PROFILES
 
@@ -32,7 +32,7 @@ MANNERS = {"Point.w": "point", "Prop.w": "prop", "-": "none"}
 
 
 def config_names() -> list[str]:
-    return sorted(f"{profile}/{path.stem}" for profile in PROFILES for path in (CONFIG_ROOT / profile).glob("*.py"))
+    return sorted(f"{profile}/{path.stem}" for profile in CONFIG_PROFILES for path in (CONFIG_ROOT / profile).glob("*.py"))
 
 
 def bases(path: Path) -> list[str]:
@@ -50,9 +50,9 @@ def is_profile_root(path: Path) -> bool:
 
 def shared_cells() -> list[str]:
     """File names present in every profile and a profile root in none of them: the switch deltas."""
-    shared = set.intersection(*({path.name for path in (CONFIG_ROOT / profile).glob("*.py")} for profile in PROFILES))
+    shared = set.intersection(*({path.name for path in (CONFIG_ROOT / profile).glob("*.py")} for profile in CONFIG_PROFILES))
     return sorted(name for name in shared
-                  if not any(is_profile_root(CONFIG_ROOT / profile / name) for profile in PROFILES))
+                  if not any(is_profile_root(CONFIG_ROOT / profile / name) for profile in CONFIG_PROFILES))
 
 
 def has_key(cfg: Config, dotted: str) -> bool:
@@ -80,7 +80,7 @@ def test_packaged_config_parses(name: str) -> None:
 
 
 def test_profiles_have_roots_and_shared_cells() -> None:
-    for profile in PROFILES:
+    for profile in CONFIG_PROFILES:
         assert is_profile_root(CONFIG_ROOT / profile / "faster_rcnn.py")
     assert len(shared_cells()) >= 10
 
@@ -90,11 +90,11 @@ def test_shared_cell_is_identical_in_every_profile(name: str) -> None:
     """A cell is the same switch delta in each profile, resolved against that profile's own bases (its root and,
     where it has one, its TSD head base)."""
     contents = {(CONFIG_ROOT / profile / name).read_text().replace(PROFILE_HEAD_BASE.format(profile=profile),
-                                                                   COMMON_HEAD_BASE) for profile in PROFILES}
+                                                                   COMMON_HEAD_BASE) for profile in CONFIG_PROFILES}
     assert len(contents) == 1
-    datasets = [packaged_config(f"{profile}/{Path(name).stem}").tsd_dataset for profile in PROFILES]
-    assert datasets == [packaged_config(f"{profile}/faster_rcnn").tsd_dataset for profile in PROFILES]
-    assert len(set(datasets)) == len(PROFILES)
+    datasets = [packaged_config(f"{profile}/{Path(name).stem}").tsd_dataset for profile in CONFIG_PROFILES]
+    assert datasets == [packaged_config(f"{profile}/faster_rcnn").tsd_dataset for profile in CONFIG_PROFILES]
+    assert len(set(datasets)) == len(CONFIG_PROFILES)
 
 
 def test_every_study_row_names_an_existing_config() -> None:
@@ -108,7 +108,7 @@ def test_every_study_row_names_an_existing_config() -> None:
 def test_row_overrides_set_existing_keys_to_valid_switches() -> None:
     checked = 0
     for study in study_names():
-        for profile in PROFILES:
+        for profile in CONFIG_PROFILES:
             for row in load_study(study).rows_for(profile):
                 if not row.overrides:
                     continue
@@ -120,7 +120,7 @@ def test_row_overrides_set_existing_keys_to_valid_switches() -> None:
     assert checked > 0
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", CONFIG_PROFILES)
 def test_table4_switch_columns_match_the_configs(profile: str) -> None:
     """Rows with PC are jointly trained with both terms on, rows without have no sibling head; the manners match."""
     for row in load_study("table4").rows_for(profile):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # loading and checking configs needs neither torch nor mmdete
     from torch import nn
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
-PROFILES = ("cpu", "full")
+CONFIG_PROFILES = ("cpu", "full")  # the folders of packaged configs; study profiles are in studies/profiles.py
 
 
 class ConfigError(ValueError):
