@@ -10,7 +10,8 @@
 one smoke run store and each distinct run trains once (tests/test_browser.py reuses the same store). Outputs are
 compared after tests/nbval_sanitize.cfg: progress bars, object addresses and decimal numbers are masked, so a
 table that loses a row or a column fails there, while the numbers themselves are compared with the reference
-tables below, with tolerances; verdict cells (tagged ``nbval-ignore-output``) are checked the same way.
+tables below; verdict cells (tagged ``nbval-ignore-output``) are compared with the reference verdicts. The smoke
+runs are deterministic on CPU (one seed, one thread per job), so AP must match to AP_TOLERANCE.
 
 Runtime: the structure tests take seconds; the nbval session trains the 20 distinct smoke runs (about 15 minutes on
 2 busy cores) unless test_browser.py already did.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +32,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from tsd_study.report import NOTEBOOK_STUDIES, Outcome, collect, judge, verdict_table
+from tsd_study.report import NOTEBOOK_STUDIES, collect, judge, verdict_table
 from tsd_study.report.notebook import OVERVIEW, studies_in
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +43,17 @@ NAMES = (*NOTEBOOK_STUDIES, OVERVIEW)
 PARAMETERS = {"profile": "cpu", "executor": "local", "site": "local", "seeds": [0, 1, 2], "dataset": None,
               "store": "runs", "reuse": True, "max_concurrent": None}
 CELL_TIMEOUT_S = 3600  # the first notebook of the session trains the runs it needs
+AP_TOLERANCE = 0.005
+"""How far our AP-like number may be from the reference's: half the unit of the finest place a notebook prints AP
+(the verdicts' margins, two decimals), so a change a reader could see fails, and float noise does not."""
 ABSOLUTE_TOLERANCE = {"params_M": 1e-6}
-"""Per metric, how far our number may be from the reference's; AP-like metrics get DEFAULT_AP_TOLERANCE."""
-DEFAULT_AP_TOLERANCE = 5.0
+"""Per metric, how far our number may be from the reference's, where it is not AP_TOLERANCE."""
 LATENCY_FACTOR = 10.0
 """Latency depends on the machine and its load: only its order of magnitude is compared."""
+COMPARED_COLUMNS = ("ours", "effect")
+"""The numbers of a reference table that come from our runs (with one seed, the intervals are empty)."""
+DECIMAL = re.compile(r"[-+]?\d+\.\d+")
+"""A printed decimal number, as tests/nbval_sanitize.cfg masks them."""
 
 
 def read(path: Path) -> nbformat.NotebookNode:
@@ -163,27 +171,70 @@ def within_tolerance(metric: str, ours: float, reference: float) -> bool:
         return math.isnan(ours)
     if metric == "latency_ms":
         return reference / LATENCY_FACTOR <= ours <= reference * LATENCY_FACTOR
-    return abs(ours - reference) <= ABSOLUTE_TOLERANCE.get(metric, DEFAULT_AP_TOLERANCE)
+    return abs(ours - reference) <= ABSOLUTE_TOLERANCE.get(metric, AP_TOLERANCE)
+
+
+def far_numbers(ours: pd.DataFrame, reference: pd.DataFrame) -> list[tuple]:
+    """(row, metric, column, ours, reference) for each number of COMPARED_COLUMNS beyond its tolerance."""
+    return [(line.row, line.metric, column, getattr(line, column), getattr(expected, column))
+            for line, expected in zip(ours.itertuples(), reference.itertuples()) for column in COMPARED_COLUMNS
+            if not within_tolerance(line.metric, getattr(line, column), getattr(expected, column))]
+
+
+def same_basis(ours: str, reference: str) -> bool:
+    """The same text with decimals masked, and each decimal within AP_TOLERANCE of the reference's."""
+    return (DECIMAL.sub("NUM", ours) == DECIMAL.sub("NUM", reference)
+            and all(abs(float(number) - float(expected)) <= AP_TOLERANCE
+                    for number, expected in zip(DECIMAL.findall(ours), DECIMAL.findall(reference))))
+
+
+def verdict_differences(ours: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    """Each claim whose verdict, paper column or basis (see ``same_basis``) differs from the reference's."""
+    return [f"{line.study}: {line.claim} {line.verdict!r} ({line.basis}; paper: {line.paper}), reference "
+            f"{expected.verdict!r} ({expected.basis}; paper: {expected.paper})"
+            for line, expected in zip(ours.itertuples(), reference.itertuples())
+            if (line.verdict, line.paper) != (expected.verdict, expected.paper)
+            or not same_basis(line.basis, expected.basis)]
+
+
+def reference_table(study: str) -> pd.DataFrame:
+    return pd.read_csv(REFERENCE / "tables" / f"{study}.csv", keep_default_na=False, na_values=[""])
+
+
+def reference_verdicts() -> pd.DataFrame:
+    return pd.read_csv(REFERENCE / "verdicts.csv", keep_default_na=False)
+
+
+def test_reference_comparisons_catch_a_small_change() -> None:
+    """The comparisons below pass the references against themselves and fail on a change of 0.01 AP."""
+    table, verdicts = reference_table("table4"), reference_verdicts()
+    assert not far_numbers(table, table) and not verdict_differences(verdicts, verdicts)
+    changed = table.copy()
+    changed.loc[(changed.row == "pc_point_point") & (changed.metric == "AP"), "ours"] += 0.01
+    assert [line[:3] for line in far_numbers(changed, table)] == [("pc_point_point", "AP", "ours")]
+    nudged = verdicts.copy()
+    nudged.loc[1, "basis"] = nudged.loc[1, "basis"].replace("+0.94", "+0.95")
+    flipped = verdicts.copy()
+    flipped.loc[0, "verdict"] = "not confirmed"
+    assert len(verdict_differences(nudged, verdicts)) == len(verdict_differences(flipped, verdicts)) == 1
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", studies_in("smoke"))
 def test_numbers_match_the_reference_tables(nbval_session: NbvalSession, study: str) -> None:
     ours = collect(study, "smoke", (0,), nbval_session.directory / "runs").table()
-    reference = pd.read_csv(REFERENCE / "tables" / f"{study}.csv", keep_default_na=False, na_values=[""])
+    reference = reference_table(study)
     assert list(zip(ours.row, ours.metric)) == list(zip(reference.row, reference.metric))
     assert list(ours.state) == list(reference.state)
-    far = [(line.row, line.metric, line.ours, expected) for line, expected in zip(ours.itertuples(), reference.ours)
-           if not within_tolerance(line.metric, line.ours, expected)]
-    assert not far, f"(row, metric, ours, reference) beyond tolerance: {far}"
+    far = far_numbers(ours, reference)
+    assert not far, f"(row, metric, column, ours, reference) beyond tolerance: {far}"
 
 
 @pytest.mark.slow
-def test_verdicts_cover_the_same_claims_with_data(nbval_session: NbvalSession) -> None:
+def test_verdicts_match_the_reference(nbval_session: NbvalSession) -> None:
     claims = tuple(claim for study in studies_in("smoke")
                    for claim in judge(collect(study, "smoke", (0,), nbval_session.directory / "runs")))
-    ours = verdict_table(claims)
-    reference = pd.read_csv(REFERENCE / "verdicts.csv")
+    ours, reference = verdict_table(claims), reference_verdicts()
     assert list(zip(ours.study, ours.claim)) == list(zip(reference.study, reference.claim))
-    decided = {Outcome.CONFIRMED, Outcome.NOT_CONFIRMED, Outcome.INCONCLUSIVE, Outcome.NOT_TESTED}
-    assert set(ours.verdict) <= {outcome.value for outcome in decided}
+    differences = verdict_differences(ours, reference)
+    assert not differences, "\n".join(differences)
