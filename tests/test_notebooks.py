@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ import pytest
 from nbclient import NotebookClient
 
 from tsd_study.report import NOTEBOOK_STUDIES, collect, judge, verdict_table
-from tsd_study.report.notebook import OVERVIEW, studies_in
+from tsd_study.report.notebook import OVERVIEW, announce_store, studies_in
+from tsd_study.runs.store import STORE_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -41,7 +43,7 @@ REFERENCE = ROOT / "tests" / "smoke_reference"
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 NAMES = (*NOTEBOOK_STUDIES, OVERVIEW)
 PARAMETERS = {"profile": "cpu", "executor": "local", "site": "local", "seeds": [0, 1, 2], "dataset": None,
-              "store": "runs", "reuse": True, "max_concurrent": None}
+              "store": None, "reuse": True, "max_concurrent": None}
 CELL_TIMEOUT_S = 3600  # the first notebook of the session trains the runs it needs
 AP_TOLERANCE = 0.005
 """How far our AP-like number may be from the reference's: half the unit of the finest place a notebook prints AP
@@ -71,12 +73,19 @@ def test_every_notebook_and_reference_exists() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_reference_was_made_with_the_store_nbval_links(name: str) -> None:
-    """The reference notebooks run as they are under nbval: their store must be the relative ``runs``, which the
-    nbval session links to its smoke store, not the store of whoever regenerated them."""
+def test_reference_was_made_with_the_default_store(name: str) -> None:
+    """The reference notebooks run as they are under nbval: their store must be None, the default store, which the
+    nbval session sets to its smoke store through $TSD_STUDY_STORE, not the store of whoever regenerated them."""
     (injected,) = cells_tagged(read(REFERENCE / "notebooks" / f"{name}.ipynb"), "injected-parameters")
     assignments = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(injected.source).body}
     assert assignments["store"] == PARAMETERS["store"], f"regenerate {REFERENCE} with the default --store"
+
+
+def test_notebooks_print_their_run_store(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    monkeypatch.setenv(STORE_VARIABLE, str(tmp_path / "runs"))
+    assert announce_store(None) == tmp_path / "runs"
+    assert capsys.readouterr().out == f"run store: {(tmp_path / 'runs').resolve()}\n"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -117,13 +126,15 @@ def write_notebook(path: Path, sources: list[str], executed_sources: list[str] |
     nbformat.write(executed, path)
 
 
-def nbval(directory: Path, timeout_s: int = 120) -> subprocess.CompletedProcess[str]:
-    """``pytest --nbval`` with our sanitizers over the notebooks in ``directory``, the kernel in this environment."""
+def nbval(directory: Path, timeout_s: int = 120, store: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``pytest --nbval`` with our sanitizers over the notebooks in ``directory``, the kernel in this environment
+    (with ``store`` as its default run store)."""
     return subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}",
          f"--nbval-cell-timeout={timeout_s}", "-p", "no:cacheprovider", "-q", f"--rootdir={directory}",
          *sorted(str(path) for path in directory.glob("*.ipynb"))],
-        cwd=directory, capture_output=True, text=True, check=False)
+        cwd=directory, capture_output=True, text=True, check=False,
+        env=os.environ | ({STORE_VARIABLE: str(store)} if store else {}))
 
 
 TABLE = "import pandas as pd\npd.DataFrame({{'AP': [{values}]}}, index=[{rows}])"
@@ -140,6 +151,15 @@ def test_sanitizers_mask_numbers_but_not_rows(tmp_path: Path, executed: str, pas
     assert (result.returncode == 0) == passes, result.stdout[-3000:]
 
 
+def test_sanitizers_drop_the_run_store_line(tmp_path: Path) -> None:
+    """A reference made before the notebooks printed their store, or with another store, still compares."""
+    printed = "print('run store: /here/runs')\nprint('2 runs finished')"
+    write_notebook(tmp_path / "store.ipynb", [printed, printed],
+                   ["print('2 runs finished')", printed.replace("/here", "/elsewhere")])
+    result = nbval(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
 def test_a_notebook_that_raises_fails_nbval(tmp_path: Path) -> None:
     write_notebook(tmp_path / "raises.ipynb", ["raise RuntimeError('collect failed')"], ["None"])
     result = nbval(tmp_path)
@@ -147,17 +167,16 @@ def test_a_notebook_that_raises_fails_nbval(tmp_path: Path) -> None:
 
 
 class NbvalSession(NamedTuple):
-    directory: Path
+    store: Path
     result: subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="session")
 def nbval_session(smoke_directory: Path) -> NbvalSession:
-    """nbval over copies of the reference notebooks, whose store ``runs`` is the session's shared smoke store."""
-    directory = smoke_directory / "nbval"
+    """nbval over copies of the reference notebooks, whose default store is the session's shared smoke store."""
+    directory, store = smoke_directory / "nbval", smoke_directory / "runs"
     shutil.copytree(REFERENCE / "notebooks", directory)
-    (directory / "runs").symlink_to(smoke_directory / "runs", target_is_directory=True)
-    return NbvalSession(directory, nbval(directory, timeout_s=CELL_TIMEOUT_S))
+    return NbvalSession(store, nbval(directory, timeout_s=CELL_TIMEOUT_S, store=store))
 
 
 @pytest.mark.slow
@@ -222,7 +241,7 @@ def test_reference_comparisons_catch_a_small_change() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("study", studies_in("smoke"))
 def test_numbers_match_the_reference_tables(nbval_session: NbvalSession, study: str) -> None:
-    ours = collect(study, "smoke", (0,), nbval_session.directory / "runs").table()
+    ours = collect(study, "smoke", (0,), nbval_session.store).table()
     reference = reference_table(study)
     assert list(zip(ours.row, ours.metric)) == list(zip(reference.row, reference.metric))
     assert list(ours.state) == list(reference.state)
@@ -233,7 +252,7 @@ def test_numbers_match_the_reference_tables(nbval_session: NbvalSession, study: 
 @pytest.mark.slow
 def test_verdicts_match_the_reference(nbval_session: NbvalSession) -> None:
     claims = tuple(claim for study in studies_in("smoke")
-                   for claim in judge(collect(study, "smoke", (0,), nbval_session.directory / "runs")))
+                   for claim in judge(collect(study, "smoke", (0,), nbval_session.store)))
     ours, reference = verdict_table(claims), reference_verdicts()
     assert list(zip(ours.study, ours.claim)) == list(zip(reference.study, reference.claim))
     differences = verdict_differences(ours, reference)
