@@ -18,19 +18,42 @@ from typing import Any
 
 import pytest
 
-from tsd_study.runs import RunDir, RunSpec, RunStatus, RunStore, StoreError
-from tsd_study.runs.store import Attempt, METRIC_KEYS, RunState
+from tsd_study.runs import RunDir, RunSpec, RunStatus, RunStore, StoreError, default_store
+from tsd_study.runs.store import METRIC_KEYS, STORE_VARIABLE, Attempt, RunState
 
 SPEC = RunSpec(config="cpu/tsd_pc", overrides={}, profile="smoke", dataset="shapes:48", seed=0, max_iters=6)
 EVALUATION = {"stats": [0.5] * 12, "breakdown": [{"area": "all", "iou": 0.5, "AP": 0.5}]}
 METRICS = {"bbox": EVALUATION, "latency_ms": 10.0, "params_M": 6.0, "iters": 6, "train_seconds": 1.0,
            "eval_seconds": 1.0}
 KILL_ROUNDS = 12
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> RunStore:
     return RunStore(tmp_path / "runs")
+
+
+def test_default_store_is_the_same_from_the_root_and_notebooks(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """The CLI (run from the root) and the notebooks (run from notebooks/) share one store, unless one is set."""
+    monkeypatch.delenv(STORE_VARIABLE, raising=False)
+    monkeypatch.chdir(ROOT)
+    from_root = default_store()
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert default_store() == from_root == ROOT / "runs" and RunStore().root == from_root
+    monkeypatch.setenv(STORE_VARIABLE, str(tmp_path / "elsewhere"))
+    assert default_store() == RunStore().root == tmp_path / "elsewhere"
+    monkeypatch.chdir(ROOT)
+    assert default_store() == tmp_path / "elsewhere"
+
+
+def test_default_store_is_beside_the_nearest_pyproject(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(STORE_VARIABLE, raising=False)
+    (tmp_path / "project" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "project" / "pyproject.toml").touch()
+    monkeypatch.chdir(tmp_path / "project" / "a" / "b")
+    assert default_store() == tmp_path.resolve() / "project" / "runs"
 
 
 def python_process(code: str, *args: str) -> subprocess.Popen[str]:

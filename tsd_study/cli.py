@@ -15,6 +15,7 @@ from tsd_study.runs.plan import DEFAULT_SEEDS
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 Handler = Callable[[argparse.Namespace], int]
+STORE_HELP = "run store directory (default: $TSD_STUDY_STORE, else runs/ at the project root)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,7 +148,7 @@ def _add_study(commands) -> None:
         sub.add_argument("--profile", required=True, choices=list(PROFILES))
         sub.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
                          help="comma-separated seeds (default: 0,1,2)")
-        sub.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+        sub.add_argument("--store", type=Path, help=STORE_HELP)
     run.add_argument("--executor", choices=("local", "slurm"), default="local")
     run.add_argument("--site", help="SLURM site profile: a name under cluster/sites/ or a yaml file")
     run.add_argument("--max-concurrent", type=int,
@@ -157,7 +158,7 @@ def _add_study(commands) -> None:
                      help="print the share of wall time spent outside training and evaluation")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     status = _command(study, "status", _study_status, "one line per run of the store: state, rows, metrics")
-    status.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    status.add_argument("--store", type=Path, help=STORE_HELP)
     _add_study_collect(study)
 
 
@@ -170,7 +171,7 @@ def _add_study_collect(study) -> None:
     collect.add_argument("--profile", default="cpu", choices=list(PROFILES))
     collect.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
                          help="comma-separated seeds (default: 0,1,2)")
-    collect.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    collect.add_argument("--store", type=Path, help=STORE_HELP)
     collect.add_argument("--csv", type=Path, help="also write the long table (one line per row and metric) here")
 
 
@@ -187,7 +188,7 @@ def _add_reproduce(commands) -> None:
                                 "profile leaves out by default; skips the overview")
     reproduce.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
                          help="comma-separated seeds (default: 0,1,2)")
-    reproduce.add_argument("--store", type=Path, default=Path("runs"), help="run store directory (default: runs)")
+    reproduce.add_argument("--store", type=Path, help=STORE_HELP)
     reproduce.add_argument("--out", type=Path, help="report directory (default: results/<profile>)")
     reproduce.add_argument("--max-concurrent", type=int, help="jobs at a time (default: the executor's)")
     reproduce.add_argument("--no-pages", dest="pages", action="store_false",

@@ -260,9 +260,10 @@ def study_profile(profile: str | Profile, dataset: str | None = None) -> Profile
     return replace(resolved, dataset=dataset) if dataset else resolved
 
 
-def collect(study: Study | str, profile: str | Profile, seeds: Sequence[int], store: Path | str, *,
+def collect(study: Study | str, profile: str | Profile, seeds: Sequence[int], store: Path | str | None = None, *,
             planned: Plan | None = None) -> StudyResults:
-    """Read every run the engine plans for ``study`` in ``profile`` and ``seeds`` from the run store ``store``.
+    """Read every run the engine plans for ``study`` in ``profile`` and ``seeds`` from the run store ``store``
+    (default: ``default_store()``).
 
     ``planned``: a plan that covers the study (e.g. the one its runs were launched with), to skip re-planning.
     """

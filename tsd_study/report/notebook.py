@@ -57,14 +57,14 @@ def studies_in(profile: str, names: Sequence[str] | None = None) -> tuple[str, .
 
 
 def launch(studies: Sequence[str], profile: Profile, seeds: tuple[int, ...], *, executor: str = "local",
-           site: str | None = "local", store: Path | str = "runs", reuse: bool = True,
+           site: str | None = "local", store: Path | str | None = None, reuse: bool = True,
            max_concurrent: int | None = None, show_runs: bool = False,
            expected_s: Mapping[str, float] | None = None) -> tuple[Plan, dict[str, RunState]]:
     """Plan the studies' runs (each distinct run once) and train those not finished, with the engine's progress bar.
 
-    Returns the plan and each run's final state. ``reuse=False`` retrains finished runs from scratch; ``show_runs``
-    prints each run's metrics as it ends; ``expected_s`` (seconds by run id, e.g. from an earlier report) submits
-    the longest runs first.
+    Returns the plan and each run's final state. ``store`` defaults to ``default_store()``; ``reuse=False`` retrains
+    finished runs from scratch; ``show_runs`` prints each run's metrics as it ends; ``expected_s`` (seconds by run
+    id, e.g. from an earlier report) submits the longest runs first.
     """
     planned = plan(list(studies), profile, seeds)
     run_store = RunStore(store)
@@ -143,10 +143,10 @@ def style_verdicts(lines: pd.DataFrame, table_id: str) -> Styler:
 
 def run_study_notebook(study: str, *, profile: str = "cpu", executor: str = "local", site: str | None = "local",
                        seeds: str | int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
-                       store: Path | str = "runs", reuse: bool = True,
+                       store: Path | str | None = None, reuse: bool = True,
                        max_concurrent: int | None = None) -> StudyReport:
     """Launch ``study``'s runs through the engine, wait for them, then collect the table and judge the claims."""
-    resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
+    resolved, parsed_seeds, store = study_profile(profile, dataset), parse_seeds(seeds), announce_store(store)
     planned, states = launch([study], resolved, parsed_seeds, executor=executor, site=site, store=store,
                              reuse=reuse, max_concurrent=max_concurrent)
     results = collect(study, resolved, parsed_seeds, store, planned=planned)
@@ -156,11 +156,11 @@ def run_study_notebook(study: str, *, profile: str = "cpu", executor: str = "loc
 
 def run_overview_notebook(*, profile: str = "cpu", executor: str = "local", site: str | None = "local",
                           seeds: str | int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
-                          store: Path | str = "runs", reuse: bool = True, max_concurrent: int | None = None,
+                          store: Path | str | None = None, reuse: bool = True, max_concurrent: int | None = None,
                           studies: Sequence[str] | None = None) -> OverviewReport:
     """Launch the runs of ``studies`` (default: every study the profile shows; each distinct run once), then judge
     every claim."""
-    resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
+    resolved, parsed_seeds, store = study_profile(profile, dataset), parse_seeds(seeds), announce_store(store)
     names = studies_in(resolved.name, studies)
     planned, states = launch(names, resolved, parsed_seeds, executor=executor, site=site, store=store,
                              reuse=reuse, max_concurrent=max_concurrent)
@@ -172,6 +172,13 @@ def run_overview_notebook(*, profile: str = "cpu", executor: str = "local", site
     print(f"{len(names)} studies, profile {resolved.name}, seeds {','.join(map(str, parsed_seeds))}: "
           f"{planned.distinct_runs} distinct runs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return OverviewReport(tuple(reports))
+
+
+def announce_store(store: Path | str | None) -> Path:
+    """The run store's directory (default: ``default_store()``), after printing it as one line."""
+    root = RunStore(store).root
+    print(f"run store: {root.resolve()}")
+    return root
 
 
 def describe_runs(results: StudyResults, states: dict[str, RunState]) -> str:

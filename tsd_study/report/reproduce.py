@@ -82,32 +82,34 @@ def select_notebooks(only: Sequence[str] | None, profile: Profile) -> tuple[str,
 
 
 def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None = "local",
-              only: Sequence[str] | None = None, store: Path | str = "runs", out: Path | str | None = None,
+              only: Sequence[str] | None = None, store: Path | str | None = None, out: Path | str | None = None,
               seeds: str | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
               max_concurrent: int | None = None,
               pages: bool = True) -> ReproduceResult:
     """Launch, execute, export and render; see the module docstring. Without ``only`` the profile's default studies
-    run, with the overview notebook over them; ``only`` (``["all"]`` for every study) skips the overview."""
+    run, with the overview notebook over them; ``only`` (``["all"]`` for every study) skips the overview. ``store``
+    defaults to ``default_store()``; the notebooks then get ``store = None``, which resolves to the same one."""
     resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
     selected = select_notebooks(only, resolved)
     sections = studies_in(resolved.name, None if only is None and resolved.reproduced is None else selected)
     out = Path(out) if out is not None else Path("results") / resolved.name
+    run_store = RunStore(store)
     _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, "
-          f"seeds {', '.join(map(str, parsed_seeds))})")
-    planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=store,
+          f"seeds {', '.join(map(str, parsed_seeds))}) into {run_store.root.resolve()}")
+    planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=run_store.root,
                              max_concurrent=max_concurrent, show_runs=True, expected_s=run_seconds(out / RUNS_TABLE))
     parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=list(parsed_seeds), dataset=dataset,
-                      store=str(store), reuse=True, max_concurrent=max_concurrent)
+                      store=None if store is None else str(store), reuse=True, max_concurrent=max_concurrent)
     names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])
     failed = execute_notebooks(names, NOTEBOOKS, out / "notebooks", parameters,
                                extra={OVERVIEW: {"studies": list(sections)}})
     _step("writing tables and verdicts")
     reports = []
     for name in sections:
-        results = collect(name, resolved, parsed_seeds, store, planned=planned)
+        results = collect(name, resolved, parsed_seeds, run_store.root, planned=planned)
         reports.append(StudyReport(results, judge(results)))
     export_tables(reports, out)
-    export_runs(planned, RunStore(store), out / RUNS_TABLE)
+    export_runs(planned, run_store, out / RUNS_TABLE)
     if pages:
         _step("rendering figures and HTML")
         export_figures(reports, out)

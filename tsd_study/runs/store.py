@@ -15,6 +15,7 @@ Layout of ``<root>/<run_id>/``:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ from tsd_study.metrics import IOU_TYPES, STAT_DEFINITIONS
 
 from .spec import RunSpec
 
-DEFAULT_ROOT = Path("runs")
+STORE_VARIABLE = "TSD_STUDY_STORE"
+PROJECT_MARKERS = ("pyproject.toml", ".git")
 
 
 class RunState(StrEnum):
@@ -59,6 +61,17 @@ LOG_TAIL_LINES = 40
 TRAINING_LOCK = ".run.lock"
 CLAIM_LOCK = ".claim.lock"
 STATUS_LOCK_TIMEOUT_S = 60.0
+
+
+def default_store() -> Path:
+    """The run store of every entry point not given one: $TSD_STUDY_STORE, else ``runs`` in the project root (the
+    nearest directory at or above the working directory with pyproject.toml or .git), else ``./runs``."""
+    if os.environ.get(STORE_VARIABLE):
+        return Path(os.environ[STORE_VARIABLE]).expanduser()
+    here = Path.cwd()
+    root = next((directory for directory in (here, *here.parents)
+                 if any((directory / marker).exists() for marker in PROJECT_MARKERS)), here)
+    return root / "runs"
 
 
 class StoreError(ValueError):
@@ -279,10 +292,10 @@ class RunDir:
 
 
 class RunStore:
-    """A directory of run directories named by run id (default ``runs/`` in the working directory)."""
+    """A directory of run directories named by run id (default: ``default_store()``)."""
 
-    def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = default_store() if root is None else Path(root)
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.root / run_id)
