@@ -5,6 +5,7 @@ Runtime: about 10 s.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image
@@ -13,7 +14,7 @@ import pytest
 
 from tsd_study.report import NOTEBOOK_STUDIES
 from tsd_study.report.figures import (
-    FIG5_ROW,
+    DRAWINGS,
     IOU_PERCENTS,
     SCALES,
     derived_proposals,
@@ -28,11 +29,16 @@ from tsd_study.report.figures import (
     study_figures,
 )
 from tsd_study.runs.store import DERIVED_PROPOSALS
-from tsd_study.studies import load_study
+from tsd_study.studies import StudyError, load_study, parse_study, study_names
 
 from report_fixtures import fabricated
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_figure_a_definition_names_has_a_drawing() -> None:
+    named = {(study, figure.draw) for study in study_names() for figure in load_study(study).figures}
+    assert [pair for pair in named if pair[1] not in DRAWINGS] == []
 
 
 @pytest.mark.parametrize("study", NOTEBOOK_STUDIES)
@@ -86,7 +92,7 @@ def test_margin_sweep_plots_one_curve_per_margin_in_margin_order() -> None:
 def test_gain_heatmap_shows_tsd_minus_baseline_beside_the_papers() -> None:
     results = fabricated("table9", seeds=1,
                          value=lambda row, metric, seed: 30.0 + (int(metric[-2:]) / 10 if row == "tsd_pc" else 0))
-    ours_ax, paper_ax, *colour_bars = gain_heatmap(results).axes
+    ours_ax, paper_ax, *colour_bars = gain_heatmap(results, baseline="sibling", model="tsd_pc").axes
     ours = [float(text.get_text()) for text in ours_ax.texts]
     assert ours == [iou / 10 for _ in SCALES for iou in IOU_PERCENTS]
     paper = [float(text.get_text()) for text in paper_ax.texts]
@@ -100,7 +106,7 @@ def test_gain_heatmap_shows_tsd_minus_baseline_beside_the_papers() -> None:
 def test_fig6_plots_our_gain_by_scale_beside_the_papers() -> None:
     results = fabricated("table9", seeds=2,
                          value=lambda row, metric, seed: 50.0 + (int(metric[-2:]) / 10 if row == "tsd_pc" else 0))
-    (ax,) = gain_vs_iou(results).axes
+    (ax,) = gain_vs_iou(results, model="tsd_pc").axes
     curves = [line for line in ax.lines if len(line.get_xdata()) == 5]
     assert len(curves) == 2 * len(SCALES)  # ours and the paper's, per scale
     ours = [line for line in curves if line.get_linestyle() == "-"]
@@ -132,9 +138,28 @@ def test_fig5_draws_proposals_translations_and_sampling_points(tmp_path: Path) -
 
 
 def test_fig5_comes_from_table4s_full_model_or_says_what_is_missing(tmp_path: Path) -> None:
-    waiting = fig5_from_results(fabricated("table4", seeds=1))
+    (fig5,) = [figure for figure in load_study("table4").figures if figure.draw == "derived_proposals"]
+    assert fig5.rows == {"model": "pc_point_prop"}  # the paper's Fig. 5 model: Point.w, Prop.w, PC
+    waiting = fig5_from_results(fabricated("table4", seeds=1), **fig5.rows)
     assert any("No finished run" in text.get_text() for ax in waiting.axes for text in ax.texts)
     write_derived_proposals(tmp_path)
-    drawn = fig5_from_results(fabricated("table4", seeds=1, run_dir=tmp_path))
+    drawn = fig5_from_results(fabricated("table4", seeds=1, run_dir=tmp_path), **fig5.rows)
     assert any(ax.images for ax in drawn.axes)
-    assert FIG5_ROW in {row.id for row in load_study("table4").rows}
+
+
+@pytest.mark.parametrize(("figure", "message"), [
+    ({"name": "f", "draw": "effects", "rows": {"model": "nosuchrow"}}, "figures[0].rows: unknown row(s) ['nosuchrow']"),
+    ({"name": "f"}, "figures[0]: missing key(s) ['draw']"),
+    ({"name": "f", "draw": "effects", "colour": "red"}, "figures[0]: unknown key(s) ['colour']"),
+])
+def test_a_bad_figure_entry_is_named(figure: dict, message: str) -> None:
+    with pytest.raises(StudyError, match=re.escape(f"test.yaml: {message}")):
+        parse_study({"name": "t", "title": "t", "summary": "s", "metrics": ["AP"], "rows": [{"id": "a", "name": "a"}],
+                     "claims": [], "figures": [figure]}, source="test.yaml")
+
+
+def test_a_study_without_figures_draws_its_effects_and_curves() -> None:
+    study = parse_study({"name": "t", "title": "t", "summary": "s", "metrics": ["AP"], "rows": [], "claims": []},
+                        source="test.yaml")
+    assert [(figure.name, figure.draw) for figure in study.figures] == [("t_effects", "effects"),
+                                                                        ("t_curves", "learning_curves")]

@@ -24,15 +24,13 @@ from matplotlib.patches import Rectangle
 from matplotlib.patheffects import Normal, Stroke
 
 from tsd_study.runs.store import RunDir, RunState
+from tsd_study.studies import StudyError, load_study
 
 from .collect import StudyResults
 from .stats import estimate
 
 IOU_PERCENTS = (50, 60, 70, 80, 90)
 SCALES = ("small", "medium", "large")
-TABLE9_BASELINE, TABLE9_TSD = "sibling", "tsd_pc"
-FIG5_ROW = "pc_point_prop"
-"""Table 4's full TSD model (Point.w for classification, Prop.w for localization, PC): the paper's Fig. 5 model."""
 EFFECT_METRICS = ("AP", "mask_AP", "params_M", "latency_ms")
 PALETTE = "colorblind"
 OUTLINED = [Stroke(linewidth=2.6, foreground="black"), Normal()]
@@ -151,16 +149,16 @@ def margin_sweep(results: StudyResults) -> Figure:
     return figure
 
 
-def gain_vs_iou(results: StudyResults) -> Figure:
+def gain_vs_iou(results: StudyResults, model: str) -> Figure:
     """Fig. 6 as effects: TSD's AP gain over the baseline against the IoU threshold, per object scale; ours (mean,
     seed-paired 95% band) solid, the paper's (Table 9) dashed."""
     lines = []
     for scale in SCALES:
         for iou in IOU_PERCENTS:
             metric = f"AP_{scale}_{iou}"
-            for seed, gain in zip(results.seeds, results.effect_values(TABLE9_TSD, metric)):
+            for seed, gain in zip(results.seeds, results.effect_values(model, metric)):
                 lines.append((scale, iou / 100, "ours", seed, gain))
-            lines.append((scale, iou / 100, "paper", math.nan, results.paper_effect(TABLE9_TSD, metric)))
+            lines.append((scale, iou / 100, "paper", math.nan, results.paper_effect(model, metric)))
     data = pd.DataFrame(lines, columns=["scale", "iou", "source", "seed", "gain"]).dropna(subset=["gain"])
     figure, (ax,) = _figure(width=7.0)
     sns.lineplot(data=data, x="iou", y="gain", hue="scale", hue_order=SCALES, style="source",
@@ -172,10 +170,10 @@ def gain_vs_iou(results: StudyResults) -> Figure:
     return figure
 
 
-def gain_heatmap(results: StudyResults) -> Figure:
+def gain_heatmap(results: StudyResults, baseline: str, model: str) -> Figure:
     """Table 9 as a heatmap of the gain TSD - baseline by scale and IoU threshold: ours beside the paper's."""
     def gains(value: Callable[[str, str], float]) -> pd.DataFrame:
-        return pd.DataFrame([[value(TABLE9_TSD, f"AP_{scale}_{iou}") - value(TABLE9_BASELINE, f"AP_{scale}_{iou}")
+        return pd.DataFrame([[value(model, f"AP_{scale}_{iou}") - value(baseline, f"AP_{scale}_{iou}")
                               for iou in IOU_PERCENTS] for scale in SCALES],
                             index=list(SCALES), columns=[f"{iou / 100:.1f}" for iou in IOU_PERCENTS])
 
@@ -239,38 +237,39 @@ def message_figure(title: str, message: str) -> Figure:
     return figure
 
 
-def fig5_from_results(results: StudyResults) -> Figure:
-    """Fig. 5 from the first finished seed of Table 4's full TSD model, or a note saying what is missing."""
-    for run in results.runs_of(FIG5_ROW):
+def fig5_from_results(results: StudyResults, model: str) -> Figure:
+    """Fig. 5 from the first finished seed of the row ``model`` (the paper's: Table 4's full TSD model), or a note
+    saying what is missing."""
+    for run in results.runs_of(model):
         dump = RunDir(run.run_dir).derived_proposals_file
         if run.state == RunState.FINISHED and dump.is_file():
             return derived_proposals(dump)
     return message_figure("Fig. 5: derived proposals",
-                          f"No finished run of row {FIG5_ROW!r} with derived proposals in the store yet.")
+                          f"No finished run of row {model!r} with derived proposals in the store yet.")
 
 
-FIGURES: dict[str, tuple[tuple[str, Callable[[StudyResults], Figure]], ...]] = {
-    "fig4": (("fig4_margins", margin_sweep), ("fig4_curves", learning_curves)),
-    "table4": (("table4_effects", effects), ("table4_curves", learning_curves),
-               ("fig5_derived_proposals", fig5_from_results)),
-    "table9": (("fig6_gain_vs_iou", gain_vs_iou), ("table9_gain_heatmap", gain_heatmap),
-               ("table9_curves", learning_curves)),
+DRAWINGS: dict[str, Callable[..., Figure]] = {
+    "effects": effects, "learning_curves": learning_curves, "margin_sweep": margin_sweep,
+    "gain_vs_iou": gain_vs_iou, "gain_heatmap": gain_heatmap, "derived_proposals": fig5_from_results,
 }
-"""The figures of each study, by file name; any other study gets its effects and its learning curves."""
-
-
-def _figure_plan(study: str) -> tuple[tuple[str, Callable[[StudyResults], Figure]], ...]:
-    return FIGURES.get(study, ((f"{study}_effects", effects), (f"{study}_curves", learning_curves)))
+"""What a study definition's ``figures[].draw`` names; each is called with the study's results and the figure's
+``rows`` as keyword arguments."""
 
 
 def figure_names(study: str) -> tuple[str, ...]:
     """The names of the figures ``study_figures`` draws for ``study``."""
-    return tuple(name for name, _ in _figure_plan(study))
+    return tuple(figure.name for figure in load_study(study).figures)
 
 
 def study_figures(results: StudyResults) -> dict[str, Figure]:
-    """Every figure of the study, by name."""
-    return {name: draw(results) for name, draw in _figure_plan(results.study.name)}
+    """Every figure of the study, by name, as its definition lists them."""
+    figures = {}
+    for figure in results.study.figures:
+        if figure.draw not in DRAWINGS:
+            raise StudyError(f"{results.study.name}: figure {figure.name!r} draws {figure.draw!r}; known: "
+                             f"{', '.join(DRAWINGS)}")
+        figures[figure.name] = DRAWINGS[figure.draw](results, **figure.rows)
+    return figures
 
 
 def png_bytes(figure: Figure, dpi: int = 110) -> bytes:

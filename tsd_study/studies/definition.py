@@ -58,6 +58,20 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class FigureSpec:
+    """One figure of a study: its file name, what draws it (a name in ``tsd_study.report.figures.DRAWINGS``) and the
+    rows it draws, by role (e.g. ``{baseline: sibling, model: tsd_pc}``)."""
+
+    name: str
+    draw: str
+    rows: dict[str, str] = field(default_factory=dict)
+
+
+DEFAULT_FIGURES = {"effects": "effects", "curves": "learning_curves"}
+"""What a study without a ``figures`` key draws, by name suffix: its effects and its learning curves."""
+
+
+@dataclass(frozen=True)
 class Study:
     """A paper table or figure.
 
@@ -74,6 +88,7 @@ class Study:
     derived: dict[str, Expression]
     profiles: tuple[str, ...] | None = None
     reference: str | None = None
+    figures: tuple[FigureSpec, ...] = ()
 
     def rows_for(self, profile: str) -> tuple[Row, ...]:
         """Rows shown in ``profile``: those trained there, plus reference rows when the study runs nowhere."""
@@ -129,9 +144,14 @@ def parse_study(data: Any, source: str) -> Study:
                                                        for index, row in enumerate(rows)]:
         if named is not None and named not in ids:
             raise StudyError(f"{source}: {where}: unknown row {named!r}; rows: {ids}")
+    figures = data.get("figures")
+    if figures is None:
+        figures = [{"name": f"{data['name']}_{suffix}", "draw": draw} for suffix, draw in DEFAULT_FIGURES.items()]
     return Study(name=data["name"], title=data["title"], summary=" ".join(data["summary"].split()),
                  metrics=tuple(data["metrics"]), rows=rows, claims=claims, derived=derived,
-                 profiles=tuple(profiles) if profiles else None, reference=reference)
+                 profiles=tuple(profiles) if profiles else None, reference=reference,
+                 figures=tuple(_parse_figure(figure, set(ids), f"{source}: figures[{index}]")
+                               for index, figure in enumerate(figures)))
 
 
 def _parse_row(data: Any, where: str) -> Row:
@@ -147,6 +167,20 @@ def _parse_row(data: Any, where: str) -> Row:
     return Row(id=data["id"], name=data["name"], config=data.get("config"), overrides=dict(data.get("overrides") or {}),
                profiles=tuple(profiles) if profiles else None, paper=dict(data.get("paper") or {}),
                switches=dict(data.get("switches") or {}), reference=data.get("reference"))
+
+
+def _parse_figure(data: Any, row_ids: set[str], where: str) -> FigureSpec:
+    if not isinstance(data, dict):
+        raise StudyError(f"{where}: a figure is a mapping")
+    _require(data, ("name", "draw"), where)
+    unknown_keys = sorted(set(data) - {"name", "draw", "rows"})
+    if unknown_keys:
+        raise StudyError(f"{where}: unknown key(s) {unknown_keys}")
+    rows = dict(data.get("rows") or {})
+    unknown_rows = sorted(row for row in rows.values() if row not in row_ids)
+    if unknown_rows:
+        raise StudyError(f"{where}.rows: unknown row(s) {unknown_rows}")
+    return FigureSpec(name=data["name"], draw=data["draw"], rows=rows)
 
 
 def _parse_claim(data: Any, row_ids: set[str], where: str) -> Claim:
