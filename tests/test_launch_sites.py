@@ -99,6 +99,18 @@ def test_short_time_limits_get_an_earlier_checkpoint_signal(tmp_path: Path) -> N
     assert (short.signal_delay_s, long.signal_delay_s) == (30, 90)
 
 
+def test_sbatch_script_keeps_cpus_per_srun_task_and_requeues_many_time_limits(tmp_path: Path) -> None:
+    example = SlurmBackend(folder=tmp_path, site=load_site(SITES_DIR / "gpu-cluster.example.yaml"), max_concurrent=2)
+    executor = example._executor(example.resources(planned(gpus=16)))
+    script = executor._make_submission_file_text("python -m job", "uid")
+    assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK" in script.splitlines()
+    assert (executor.max_num_timeout, example.poll_s) == (100, 30.0)
+    quick = SlurmBackend(folder=tmp_path, site=load_site(site_file(tmp_path, max_requeues=5, poll_s=2)), max_concurrent=1)
+    assert (quick._executor({}).max_num_timeout, quick.poll_s) == (5, 2)
+    with pytest.raises(SiteError, match="max_requeues: must be at least 0, got -1; poll_s: expected int or float"):
+        load_site(site_file(tmp_path, max_requeues=-1, poll_s="often"))
+
+
 def test_executor_choices_are_checked(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     with pytest.raises(ValueError, match="unknown executor 'kubernetes'; known: local, slurm"):

@@ -32,7 +32,6 @@ from .train_job import TrainJob
 EXECUTORS = ("local", "slurm")
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would stop real trainings
 LOCAL_POLL_S = 0.5
-SLURM_POLL_S = 2.0
 SIGNAL_DELAY_S = 90  # submitit's default: the checkpoint signal comes this long before the time limit
 SUBMITIT_DIR = ".submitit"  # under the store root: submitit's pickles and the jobs' stdout/stderr
 RECORDED_ENDS = (RunState.FINISHED, RunState.FAILED)  # states a job writes last, as it ends
@@ -104,7 +103,11 @@ class SlurmBackend:
     site: Site
     max_concurrent: int
     name: str = "slurm"
-    poll_s: float = SLURM_POLL_S
+
+    @property
+    def poll_s(self) -> float:
+        """The site's polling interval: each poll asks sacct about every job."""
+        return self.site.poll_s
 
     def check(self, runs: Sequence[PlannedRun]) -> None:
         for run in runs:
@@ -167,14 +170,17 @@ class SlurmBackend:
         return min(SIGNAL_DELAY_S, self.site.time_min * 60 // 4)
 
     def _executor(self, resources: dict[str, Any]) -> submitit.SlurmExecutor:
-        executor = submitit.SlurmExecutor(folder=self.folder, python=sys.executable)
+        executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=self.site.max_requeues,
+                                          python=sys.executable)
         optional = {key: getattr(self.site, key) for key in ("account", "qos", "constraint")
                     if getattr(self.site, key) is not None}
         executor.update_parameters(
             job_name="tsd-study", partition=self.site.partition, cpus_per_task=self.site.cpus_per_task,
             mem=f"{round(self.site.mem_gb * 1024)}M", time=self.site.time_min, signal_delay_s=self.signal_delay_s,
             array_parallelism=self.max_concurrent, additional_parameters={"requeue": True},
-            setup=[*self.site.setup, f"export {THREADS_VARIABLE}={self.site.cpus_per_task}"], **optional, **resources)
+            setup=[*self.site.setup, f"export {THREADS_VARIABLE}={self.site.cpus_per_task}",
+                   # Slurm >= 22.05 no longer passes --cpus-per-task from sbatch to srun: each task would get one CPU
+                   "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK"], **optional, **resources)
         return executor
 
 

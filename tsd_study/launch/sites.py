@@ -16,6 +16,8 @@ import yaml
 SITES_DIR = Path(__file__).resolve().parents[2] / "cluster" / "sites"
 MIN_TIME_MIN = 2  # submitit needs this much to checkpoint before a time limit
 SINFO_TIMEOUT_S = 30
+DEFAULT_MAX_REQUEUES = 100  # submitit's own default (3) would end a 13-epoch run after its fourth time limit
+DEFAULT_POLL_S = 30.0  # how often the launcher asks SLURM (sacct) about its jobs
 
 
 class SiteError(ValueError):
@@ -39,6 +41,8 @@ class Site:
     max_concurrent: int
     setup: tuple[str, ...]
     slurm_conf: str | None = None
+    max_requeues: int = DEFAULT_MAX_REQUEUES
+    poll_s: float = DEFAULT_POLL_S
     source: str = ""
 
     def environment(self) -> dict[str, str]:
@@ -56,14 +60,15 @@ class Site:
         return nodes, math.ceil(gpus / nodes)
 
 
-_OPTIONAL = {"slurm_conf"}
+_OPTIONAL = {"slurm_conf", "max_requeues", "poll_s"}
 _KEY_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "partition": (str,), "nodes_max": (int,), "gpus_per_node": (int,), "cpus_per_task": (int,),
     "mem_gb": (int, float), "time_min": (int,), "account": (str, type(None)), "qos": (str, type(None)),
     "constraint": (str, type(None)), "max_concurrent": (int,), "setup": (list,), "slurm_conf": (str,),
+    "max_requeues": (int,), "poll_s": (int, float),
 }
 _MINIMUM = {"nodes_max": 1, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 0.1, "time_min": MIN_TIME_MIN,
-            "max_concurrent": 1}
+            "max_concurrent": 1, "max_requeues": 0, "poll_s": 1}
 
 
 def site_file(site: str | Path) -> Path:

@@ -42,8 +42,8 @@ LATENCY_IMAGES = 30
 LATENCY_WARMUP = 5
 DERIVED_PROPOSAL_IMAGES = 4
 PREDICTIONS_PREFIX = "predictions"
-MASTER_PORT_BASE = 20000  # distributed jobs pick MASTER_PORT_BASE + SLURM job id % MASTER_PORT_RANGE
-MASTER_PORT_RANGE = 20000
+MASTER_PORT_BASE = 10000  # distributed jobs pick MASTER_PORT_BASE + SLURM job id % MASTER_PORT_RANGE: below Linux's
+MASTER_PORT_RANGE = 20000  # ephemeral ports (32768 and up), so no outgoing connection holds the port by chance
 
 TrainingObserver = Callable[[Runner | None], None]
 
