@@ -79,3 +79,22 @@ def test_bad_switch_names_the_key(tmp_path: Path) -> None:
                        "--cfg-options", "model.roi_head.tsd.cls_manner=diagonal")
     assert result.returncode == 2
     assert "model.roi_head.tsd.cls_manner" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(tmp_path: Path) -> None:
+    """A run stopped after its iteration-4 checkpoint and resumed trains the same weights as one never stopped: the
+    checkpoint carries the random states (the RoI sampler's and the augmentations' draws). Without them the losses
+    part at iteration 6. TSD w/o PC, so that the derived proposals' path is in it too."""
+    options = ["--dataset", SMOKE_DATASET, "--max-iters", "8", "--val-interval", "8",
+               "--cfg-options", "default_hooks.checkpoint.max_keep_ckpts=-1"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    trained = run_cli("train", "cpu/tsd_nopc", *options, "--work-dir", str(whole))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    stopped.mkdir()
+    (stopped / "iter_4.pth").write_bytes((whole / "iter_4.pth").read_bytes())
+    (stopped / "last_checkpoint").write_text(str(stopped / "iter_4.pth"))
+    resumed = run_cli("train", "cpu/tsd_nopc", *options, "--work-dir", str(stopped), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ends = [torch.load(work_dir / "iter_8.pth", weights_only=True)["state_dict"] for work_dir in (whole, stopped)]
+    assert [name for name, weights in ends[0].items() if not torch.equal(weights, ends[1][name])] == []

@@ -97,16 +97,18 @@ def build_model(cfg: Config) -> nn.Module:
 
 
 def train(cfg: Config, resume: bool = False) -> Runner:
-    """Train with mmengine's Runner (``resume`` continues from the work dir's last checkpoint); every validation of
-    a TSD model also logs its offset health."""
+    """Train with mmengine's Runner (``resume`` continues from the work dir's last checkpoint, random states
+    included); every validation of a TSD model also logs its offset health."""
     from mmengine.runner import Runner
 
     from tsd_study import checkpoint_compat  # noqa: F401  (checkpoints load under torch's weights_only default)
     from tsd_study.models.offset_health import OffsetHealthHook
+    from tsd_study.random_state import RandomStateHook
 
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
     runner.register_hook(OffsetHealthHook())
+    runner.register_hook(RandomStateHook())
     runner.train()
     return runner
 

@@ -33,6 +33,7 @@ from tsd_study.models.derived_proposals import dump_derived_proposals
 from tsd_study.models.offset_health import HEALTH_INFO_KEY, OffsetHealthHook
 from tsd_study.models.tsd_roi_head import TSDRoIHead
 from tsd_study.output import line_buffered_output
+from tsd_study.random_state import RandomStateHook
 from tsd_study.runs.manifest import build_manifest
 from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunState, RunStatus, now
 
@@ -150,6 +151,7 @@ def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingO
     runner = Runner.from_cfg(cfg)
     curve = LearningCurveHook(run.work_dir, cfg.val_evaluator.ann_file, _iou_types(cfg))
     runner.register_hook(OffsetHealthHook())
+    runner.register_hook(RandomStateHook())
     runner.register_hook(curve, priority="LOW")
     if on_training is not None:
         runner.register_hook(_Observer(on_training), priority="VERY_HIGH")

@@ -1,0 +1,79 @@
+"""Random states that travel with each checkpoint, so that a resumed run trains on as an uninterrupted one would.
+
+mmengine's checkpoints hold the model, the optimizer, the schedulers and the message hub, but not the random
+generators of the training processes. The RoI sampler draws its positives and negatives from torch's global
+generator, so without them a run resumed at iteration N samples other RoIs from N + 1 on than the run that was never
+stopped, and ends at another AP. The hook stores every rank's states (python, numpy, torch, and CUDA where there is
+one) when a checkpoint is saved, and restores this rank's right before the first batch after a resume is loaded:
+after mmengine has skipped the dataloader past the iterations already trained (loading those batches draws from the
+generators too, in the main process when the dataloader has no workers), before the batch whose augmentation the
+uninterrupted run drew right after it saved the checkpoint.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import Hook
+
+CHECKPOINT_KEY = "random_states"
+
+
+def capture() -> dict[str, Any]:
+    """This process's random states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore(states: dict[str, Any]) -> None:
+    """Set this process's random states to ``states`` (the CUDA ones where this process has as many devices)."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class _RestoreBeforeBatch:
+    """The training loop's batch iterator, restoring ``states`` when batch number ``skip`` (from 0) is requested."""
+
+    def __init__(self, batches: Iterator[Any], skip: int, states: dict[str, Any]) -> None:
+        self._batches, self._skip, self._states = batches, skip, states
+
+    def __iter__(self) -> _RestoreBeforeBatch:
+        return self
+
+    def __next__(self) -> Any:
+        if self._skip == 0 and self._states is not None:
+            restore(self._states)
+            self._states = None
+        self._skip -= 1
+        return next(self._batches)
+
+
+class RandomStateHook(Hook):
+    """Saves every rank's random states in each checkpoint and restores them when an iteration-based run resumes."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = all_gather_object(capture())
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        states = checkpoint.get(CHECKPOINT_KEY)
+        if states is not None and len(states) == get_world_size():
+            self._loaded = states[get_rank()]
+
+    def before_train(self, runner) -> None:
+        loop = runner.train_loop
+        if self._loaded is not None and hasattr(loop, "dataloader_iterator"):
+            loop.dataloader_iterator = _RestoreBeforeBatch(loop.dataloader_iterator, runner.iter, self._loaded)
+        self._loaded = None
