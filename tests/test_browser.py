@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tsd_study.launch.request import StudyRequest
 from tsd_study.report.figures import figure_names
 from tsd_study.report.notebook import NOTEBOOK_STUDIES, OVERVIEW, studies_in
 from tsd_study.report.reproduce import reproduce
@@ -37,7 +38,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pi
 
 @pytest.fixture(scope="module")
 def report(smoke_directory: Path) -> Path:
-    outcome = reproduce("smoke", store=smoke_directory / "runs", out=smoke_directory / "report")
+    outcome = reproduce(StudyRequest("smoke", store=smoke_directory / "runs"), out=smoke_directory / "report")
     assert outcome.ok, (outcome.failed_notebooks, outcome.unfinished_runs)
     return outcome.out
 

@@ -42,7 +42,7 @@ NOTEBOOKS = ROOT / "notebooks"
 REFERENCE = ROOT / "tests" / "smoke_reference"
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 NAMES = (*NOTEBOOK_STUDIES, OVERVIEW)
-PARAMETERS = {"profile": "cpu", "executor": "local", "site": "local", "seeds": [0, 1, 2], "dataset": None,
+PARAMETERS = {"profile": "cpu", "executor": "local", "site": None, "seeds": [0, 1, 2], "dataset": None,
               "store": None, "reuse": True, "max_concurrent": None}
 CELL_TIMEOUT_S = 3600  # the first notebook of the session trains the runs it needs
 AP_TOLERANCE = 0.05

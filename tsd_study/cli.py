@@ -150,7 +150,8 @@ def _add_study(commands) -> None:
                          help="comma-separated seeds (default: 0,1,2)")
         sub.add_argument("--store", type=Path, help=STORE_HELP)
     run.add_argument("--executor", choices=("local", "slurm"), default="local")
-    run.add_argument("--site", help="SLURM site profile: a name under cluster/sites/ or a yaml file")
+    run.add_argument("--site", help="SLURM site profile: a name under cluster/sites/ or a yaml file (slurm executor "
+                                   "only)")
     run.add_argument("--max-concurrent", type=int,
                      help="jobs at a time (default: the CPU count locally, the site's max_concurrent on SLURM)")
     run.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
@@ -182,7 +183,8 @@ def _add_reproduce(commands) -> None:
                          "train every study of a profile, run its notebooks and render results/<profile>/")
     reproduce.add_argument("--profile", default="cpu", choices=list(PROFILES))
     reproduce.add_argument("--executor", choices=("local", "slurm"), default="local")
-    reproduce.add_argument("--site", default="local", help="SLURM site profile (slurm executor only)")
+    reproduce.add_argument("--site", help="SLURM site profile: a name under cluster/sites/ or a yaml file (slurm "
+                                         "executor only)")
     reproduce.add_argument("--only", type=lambda text: text.split(","), metavar="NAME,...",
                            help="only these notebooks (e.g. table1,table9), or 'all' for every one, also those the "
                                 "profile leaves out by default; skips the overview")
@@ -298,22 +300,20 @@ def _study_run(args: argparse.Namespace) -> int:
     import time
     from datetime import datetime, timezone
 
-    from tsd_study.launch import make_backend, run_plan
     from tsd_study.launch.overhead import measure_overhead
-    from tsd_study.runs import RunState, RunStore, plan
+    from tsd_study.launch.request import StudyRequest, run_study
     from tsd_study.runs.listing import format_outcome
 
+    request = StudyRequest.from_args(args)
     started, began = datetime.now(timezone.utc), time.perf_counter()
-    store = RunStore(args.store)
-    backend = make_backend(args.executor, store, site=args.site, max_concurrent=args.max_concurrent)
-    study_plan = plan(_study_names(args.studies), args.profile, args.seeds)
-    states = run_plan(study_plan, store, backend, force=args.force, progress=args.progress, show_runs=True)
+    launched = run_study(request, _study_names(args.studies), progress=args.progress, show_runs=True)
     wall_seconds = time.perf_counter() - began
-    print(format_outcome(store, states))
+    store = request.run_store
+    print(format_outcome(store, launched.states))
     if args.profile_overhead:
-        run_dirs = [store.run(run_id) for run_id in states]
-        print(measure_overhead(run_dirs, started, wall_seconds, backend.max_concurrent).describe())
-    return 0 if set(states.values()) <= {RunState.FINISHED} else 1
+        run_dirs = [store.run(run_id) for run_id in launched.states]
+        print(measure_overhead(run_dirs, started, wall_seconds, launched.max_concurrent).describe())
+    return 1 if launched.unfinished else 0
 
 
 def _study_status(args: argparse.Namespace) -> int:
@@ -341,11 +341,10 @@ def _study_collect(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from tsd_study.launch.request import StudyRequest
     from tsd_study.report.reproduce import reproduce
 
-    outcome = reproduce(args.profile, executor=args.executor, site=args.site, only=args.only, store=args.store,
-                        out=args.out, seeds=args.seeds, max_concurrent=args.max_concurrent,
-                        pages=args.pages)
+    outcome = reproduce(StudyRequest.from_args(args), only=args.only, out=args.out, pages=args.pages)
     print(f"report: {outcome.out / 'index.html' if args.pages else outcome.out}")
     for name, error in outcome.failed_notebooks.items():
         print(f"notebook {name} raised {error}", file=sys.stderr)

@@ -184,22 +184,28 @@ class SlurmBackend:
         return executor
 
 
+def check_executor(executor: str, site: str | Path | Site | None, max_concurrent: int | None) -> None:
+    """Raise a one-line ValueError naming the parameter unless ``executor`` is known, has a site profile exactly when
+    it is ``slurm``, and ``max_concurrent`` is None or at least 1."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor: unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+    if executor == "local" and site is not None:
+        raise ValueError("site: a site profile is for the slurm executor; the local executor takes none")
+    if executor == "slurm" and site is None:
+        raise ValueError("site: the slurm executor needs a site profile (--site NAME, e.g. local)")
+    if max_concurrent is not None and (type(max_concurrent) is not int or max_concurrent < 1):
+        raise ValueError(f"max_concurrent: must be at least 1, got {max_concurrent!r}")
+
+
 def make_backend(executor: str, store: RunStore, site: str | Path | Site | None = None,
                  max_concurrent: int | None = None) -> Backend:
-    """The backend for ``executor`` (``local`` or ``slurm``); SLURM needs a site profile."""
-    if max_concurrent is not None and max_concurrent < 1:
-        raise ValueError(f"max_concurrent: must be at least 1, got {max_concurrent}")
+    """The backend for ``executor`` (``local`` or ``slurm``); SLURM needs a site profile, the local executor none."""
+    check_executor(executor, site, max_concurrent)
     folder = store.root.resolve() / SUBMITIT_DIR
-    if executor == "local":
-        if site is not None:
-            raise ValueError("a site profile is for the slurm executor; the local executor takes none")
+    if site is None:  # the local executor, as checked
         return LocalBackend(folder=folder, max_concurrent=max_concurrent or os.cpu_count() or 1)
-    if executor == "slurm":
-        if site is None:
-            raise ValueError("the slurm executor needs a site profile (--site NAME, e.g. local)")
-        profile = site if isinstance(site, Site) else load_site(site)
-        return SlurmBackend(folder=folder, site=profile, max_concurrent=max_concurrent or profile.max_concurrent)
-    raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+    profile = site if isinstance(site, Site) else load_site(site)
+    return SlurmBackend(folder=folder, site=profile, max_concurrent=max_concurrent or profile.max_concurrent)
 
 
 def run_plan(plan: Plan, store: RunStore, backend: Backend, *, force: bool = False,

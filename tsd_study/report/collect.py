@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from tsd_study.metrics.table_metrics import table_metrics
 from tsd_study.runs.plan import Plan, plan
 from tsd_study.runs.store import RunDir, RunState, RunStore
 from tsd_study.studies import Row, Study, load_study
-from tsd_study.studies.profiles import Profile, get_profile
+from tsd_study.studies.profiles import Profile, get_profile, study_profile
 
 from .stats import Estimate, estimate
 
@@ -252,12 +252,6 @@ def _rise(curve: Sequence[Mapping[str, Any]]) -> float:
         return min(curve, key=lambda point: abs(point["iter"] - fraction * last)).get("AP", math.nan)
 
     return at(PLATEAU_TO) - at(PLATEAU_FROM)
-
-
-def study_profile(profile: str | Profile, dataset: str | None = None) -> Profile:
-    """The profile called ``profile``, with its dataset replaced by ``dataset`` when one is given."""
-    resolved = get_profile(profile) if isinstance(profile, str) else profile
-    return replace(resolved, dataset=dataset) if dataset else resolved
 
 
 def collect(study: Study | str, profile: str | Profile, seeds: Sequence[int], store: Path | str | None = None, *,

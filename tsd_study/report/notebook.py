@@ -9,21 +9,20 @@ from __future__ import annotations
 import html
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from IPython.display import Image, display
 from pandas.io.formats.style import Styler
 
-from tsd_study.launch import make_backend, run_plan
-from tsd_study.runs import Plan, RunState, RunStore, plan
-from tsd_study.runs.plan import DEFAULT_SEEDS
+from tsd_study.launch.request import StudyRequest, run_study
+from tsd_study.runs import Plan, RunState, RunStore
 from tsd_study.studies import load_study, study_names
-from tsd_study.studies.profiles import Profile
 
-from .collect import StudyResults, collect, study_profile
+from .collect import StudyResults, collect
 from .figures import png_bytes, study_figures
 from .verdicts import ClaimVerdict, Outcome, judge, verdict_table
 
@@ -36,42 +35,10 @@ OVERVIEW = "overview"
 VERDICT_COLOURS = {Outcome.CONFIRMED: "#dafbe1", Outcome.NOT_CONFIRMED: "#ffebe9", Outcome.INCONCLUSIVE: "#fff8c5"}
 
 
-def parse_seeds(seeds: str | int | Sequence[int]) -> tuple[int, ...]:
-    """Seeds from a notebook parameter: ``"0"``, ``"0,1,2"``, ``0`` or ``[0, 1, 2]``."""
-    if isinstance(seeds, int):
-        return (seeds,)
-    parts = seeds.split(",") if isinstance(seeds, str) else list(seeds)
-    try:
-        parsed = tuple(int(part) for part in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"seeds: expected comma-separated integers such as '0,1,2', got {seeds!r}") from None
-    if not parsed:
-        raise ValueError("seeds: at least one seed is needed")
-    return parsed
-
-
 def studies_in(profile: str, names: Sequence[str] | None = None) -> tuple[str, ...]:
     """The studies (of ``names``, default all) that show at least one row in ``profile``, in paper order."""
     wanted = study_names() if names is None else list(names)
     return tuple(name for name in wanted if load_study(name).rows_for(profile))
-
-
-def launch(studies: Sequence[str], profile: Profile, seeds: tuple[int, ...], *, executor: str = "local",
-           site: str | None = "local", store: Path | str | None = None, reuse: bool = True,
-           max_concurrent: int | None = None, show_runs: bool = False,
-           expected_s: Mapping[str, float] | None = None) -> tuple[Plan, dict[str, RunState]]:
-    """Plan the studies' runs (each distinct run once) and train those not finished, with the engine's progress bar.
-
-    Returns the plan and each run's final state. ``store`` defaults to ``default_store()``; ``reuse=False`` retrains
-    finished runs from scratch; ``show_runs`` prints each run's metrics as it ends; ``expected_s`` (seconds by run
-    id, e.g. from an earlier report) submits the longest runs first.
-    """
-    planned = plan(list(studies), profile, seeds)
-    run_store = RunStore(store)
-    backend = make_backend(executor, run_store, site=site if executor == "slurm" else None,
-                           max_concurrent=max_concurrent)
-    submitted = planned.longest_first(expected_s) if expected_s else planned
-    return planned, run_plan(submitted, run_store, backend, force=not reuse, show_runs=show_runs)
 
 
 @dataclass(frozen=True)
@@ -141,37 +108,37 @@ def style_verdicts(lines: pd.DataFrame, table_id: str) -> Styler:
             .set_properties(**{"text-align": "left"}))
 
 
-def run_study_notebook(study: str, *, profile: str = "cpu", executor: str = "local", site: str | None = "local",
-                       seeds: str | int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
-                       store: Path | str | None = None, reuse: bool = True,
-                       max_concurrent: int | None = None) -> StudyReport:
-    """Launch ``study``'s runs through the engine, wait for them, then collect the table and judge the claims."""
-    resolved, parsed_seeds, store = study_profile(profile, dataset), parse_seeds(seeds), announce_store(store)
-    planned, states = launch([study], resolved, parsed_seeds, executor=executor, site=site, store=store,
-                             reuse=reuse, max_concurrent=max_concurrent)
-    results = collect(study, resolved, parsed_seeds, store, planned=planned)
-    print(describe_runs(results, states))
+def study_report(study: str, request: StudyRequest, planned: Plan) -> StudyReport:
+    """``study``'s runs of ``planned`` collected from the request's run store, and its claims judged."""
+    results = collect(study, request.resolved_profile, request.seeds, request.store, planned=planned)
     return StudyReport(results, judge(results))
 
 
-def run_overview_notebook(*, profile: str = "cpu", executor: str = "local", site: str | None = "local",
-                          seeds: str | int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
-                          store: Path | str | None = None, reuse: bool = True, max_concurrent: int | None = None,
-                          studies: Sequence[str] | None = None) -> OverviewReport:
+def run_study_notebook(study: str, **parameters: Any) -> StudyReport:
+    """Launch ``study``'s runs through the engine, wait for them, then collect the table and judge the claims.
+
+    ``parameters``: the notebook's parameters cell (``StudyRequest.from_parameters``)."""
+    request = StudyRequest.from_parameters(**parameters)
+    announce_store(request.store)
+    launched = run_study(request, [study])
+    report = study_report(study, request, launched.plan)
+    print(describe_runs(report.results, launched.states))
+    return report
+
+
+def run_overview_notebook(*, studies: Sequence[str] | None = None, **parameters: Any) -> OverviewReport:
     """Launch the runs of ``studies`` (default: every study the profile shows; each distinct run once), then judge
-    every claim."""
-    resolved, parsed_seeds, store = study_profile(profile, dataset), parse_seeds(seeds), announce_store(store)
-    names = studies_in(resolved.name, studies)
-    planned, states = launch(names, resolved, parsed_seeds, executor=executor, site=site, store=store,
-                             reuse=reuse, max_concurrent=max_concurrent)
-    reports = []
-    for name in names:
-        results = collect(name, resolved, parsed_seeds, store, planned=planned)
-        reports.append(StudyReport(results, judge(results)))
-    counts = Counter(states.values())
-    print(f"{len(names)} studies, profile {resolved.name}, seeds {','.join(map(str, parsed_seeds))}: "
-          f"{planned.distinct_runs} distinct runs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    return OverviewReport(tuple(reports))
+    every claim. ``parameters``: the rest of the notebook's parameters cell (``StudyRequest.from_parameters``)."""
+    request = StudyRequest.from_parameters(**parameters)
+    announce_store(request.store)
+    names = studies_in(request.profile, studies)
+    launched = run_study(request, names)
+    reports = tuple(study_report(name, request, launched.plan) for name in names)
+    counts = Counter(launched.states.values())
+    print(f"{len(names)} studies, profile {request.profile}, seeds {','.join(map(str, request.seeds))}: "
+          f"{launched.plan.distinct_runs} distinct runs: "
+          + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return OverviewReport(reports)
 
 
 def announce_store(store: Path | str | None) -> Path:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,14 @@ from nbconvert import HTMLExporter
 from tqdm import tqdm
 
 from tsd_study.atomic import write_bytes_atomic, write_text_atomic
+from tsd_study.launch.request import StudyRequest, run_study
 from tsd_study.runs import Plan, RunStore
 from tsd_study.runs.store import RunState
 from tsd_study.studies.profiles import Profile
 
-from .collect import collect, study_profile
 from .figures import figure_names, png_bytes, study_figures
-from .notebook import (DEFAULT_SEEDS, NOTEBOOK_STUDIES, OVERVIEW, StudyReport, health_display, launch, parse_seeds,
-                       studies_in)
-from .verdicts import judge, rule_text, verdict_table
+from .notebook import NOTEBOOK_STUDIES, OVERVIEW, StudyReport, health_display, studies_in, study_report
+from .verdicts import rule_text, verdict_table
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 """The source notebooks, in the repository beside the package (an editable install, as ``make setup`` makes)."""
@@ -81,43 +80,33 @@ def select_notebooks(only: Sequence[str] | None, profile: Profile) -> tuple[str,
     return tuple(name for name in NOTEBOOK_STUDIES if name in only)
 
 
-def reproduce(profile: str = "cpu", *, executor: str = "local", site: str | None = "local",
-              only: Sequence[str] | None = None, store: Path | str | None = None, out: Path | str | None = None,
-              seeds: str | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
-              max_concurrent: int | None = None,
+def reproduce(request: StudyRequest, *, only: Sequence[str] | None = None, out: Path | str | None = None,
               pages: bool = True) -> ReproduceResult:
     """Launch, execute, export and render; see the module docstring. Without ``only`` the profile's default studies
-    run, with the overview notebook over them; ``only`` (``["all"]`` for every study) skips the overview. ``store``
-    defaults to ``default_store()``; the notebooks then get ``store = None``, which resolves to the same one."""
-    resolved, parsed_seeds = study_profile(profile, dataset), parse_seeds(seeds)
-    selected = select_notebooks(only, resolved)
-    sections = studies_in(resolved.name, None if only is None and resolved.reproduced is None else selected)
-    out = Path(out) if out is not None else Path("results") / resolved.name
-    run_store = RunStore(store)
-    _step(f"launching the runs of {', '.join(sections)} ({resolved.name} profile, "
-          f"seeds {', '.join(map(str, parsed_seeds))}) into {run_store.root.resolve()}")
-    planned, states = launch(sections, resolved, parsed_seeds, executor=executor, site=site, store=run_store.root,
-                             max_concurrent=max_concurrent, show_runs=True, expected_s=run_seconds(out / RUNS_TABLE))
-    parameters = dict(profile=resolved.name, executor=executor, site=site, seeds=list(parsed_seeds), dataset=dataset,
-                      store=None if store is None else str(store), reuse=True, max_concurrent=max_concurrent)
+    run, with the overview notebook over them; ``only`` (``["all"]`` for every study) skips the overview. The
+    notebooks get the request as their parameters (``store = None`` when it names none: the same default store),
+    reusing the runs just launched."""
+    profile = request.resolved_profile
+    selected = select_notebooks(only, profile)
+    sections = studies_in(profile.name, None if only is None and profile.reproduced is None else selected)
+    out = Path(out) if out is not None else Path("results") / profile.name
+    _step(f"launching the runs of {', '.join(sections)} ({profile.name} profile, "
+          f"seeds {', '.join(map(str, request.seeds))}) into {request.run_store.root.resolve()}")
+    launched = run_study(request, sections, show_runs=True, expected_s=run_seconds(out / RUNS_TABLE))
     names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])
-    failed = execute_notebooks(names, NOTEBOOKS, out / "notebooks", parameters,
+    failed = execute_notebooks(names, NOTEBOOKS, out / "notebooks", replace(request, reuse=True).parameters(),
                                extra={OVERVIEW: {"studies": list(sections)}})
     _step("writing tables and verdicts")
-    reports = []
-    for name in sections:
-        results = collect(name, resolved, parsed_seeds, run_store.root, planned=planned)
-        reports.append(StudyReport(results, judge(results)))
+    reports = [study_report(name, request, launched.plan) for name in sections]
     export_tables(reports, out)
-    export_runs(planned, run_store, out / RUNS_TABLE)
+    export_runs(launched.plan, request.run_store, out / RUNS_TABLE)
     if pages:
         _step("rendering figures and HTML")
         export_figures(reports, out)
         for name in names:
             render_notebook(out / "notebooks" / f"{name}.ipynb", out / f"{name}.html")
-        write_index(reports, resolved, parsed_seeds, out, notebooks=set(names), failures=failed)
-    unfinished = {run_id: state for run_id, state in states.items() if state != RunState.FINISHED}
-    return ReproduceResult(out, failed, unfinished)
+        write_index(reports, profile, request.seeds, out, notebooks=set(names), failures=failed)
+    return ReproduceResult(out, failed, launched.unfinished)
 
 
 def execute_notebooks(names: Sequence[str], source: Path, target: Path, parameters: dict,

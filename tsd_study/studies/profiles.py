@@ -1,7 +1,7 @@
 """Study profiles: one code path, three scales. A profile picks the config tree, the dataset and the schedule length."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .definition import StudyError
 
@@ -59,3 +59,9 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise StudyError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def study_profile(profile: str | Profile, dataset: str | None = None) -> Profile:
+    """The profile called ``profile``, with its dataset replaced by ``dataset`` when one is given."""
+    resolved = get_profile(profile) if isinstance(profile, str) else profile
+    return replace(resolved, dataset=dataset) if dataset else resolved
