@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import Image, Markdown, display
 from pandas.io.formats.style import Styler
 
 from tsd_study.launch.request import StudyRequest, run_study
@@ -112,6 +112,13 @@ def study_report(study: str, request: StudyRequest, planned: Plan) -> StudyRepor
     """``study``'s runs of ``planned`` collected from the request's run store, and its claims judged."""
     results = collect(study, request.resolved_profile, request.seeds, request.store, planned=planned)
     return StudyReport(results, judge(results))
+
+
+def study_introduction(study: str) -> Markdown:
+    """A study notebook's opening text, from its definition: the title, what the paper says, the claims tested."""
+    definition = load_study(study)
+    claims = "\n".join(f"- {claim.text}" for claim in definition.claims) or "- none: this study only shows numbers"
+    return Markdown(f"## {definition.title}\n\n{definition.summary}\n\n**Claims tested here:**\n\n{claims}")
 
 
 def run_study_notebook(study: str, **parameters: Any) -> StudyReport:
