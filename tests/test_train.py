@@ -85,7 +85,7 @@ def test_bad_switch_names_the_key(tmp_path: Path) -> None:
 def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(tmp_path: Path) -> None:
     """A run stopped after its iteration-4 checkpoint and resumed trains the same weights as one never stopped: the
     checkpoint carries the random states (the RoI sampler's and the augmentations' draws). Without them the losses
-    part at iteration 6. TSD w/o PC, so that the derived proposals' path is in it too."""
+    part at the first iteration after the resume. TSD w/o PC, so that the derived proposals' path is in it too."""
     options = ["--dataset", SMOKE_DATASET, "--max-iters", "8", "--val-interval", "8",
                "--cfg-options", "default_hooks.checkpoint.max_keep_ckpts=-1"]
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
