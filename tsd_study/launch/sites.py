@@ -1,4 +1,5 @@
-"""SLURM site profiles (``cluster/sites/<name>.yaml``): where and with which resources the study submits its jobs.
+"""SLURM site profiles (``cluster/sites/<name>.yaml``, packaged as ``tsd_study/sites/``): where and with which
+resources the study submits its jobs.
 
 cluster/sites/gpu-cluster.example.yaml documents every key.
 """
@@ -13,7 +14,9 @@ from typing import Any
 
 import yaml
 
-SITES_DIR = Path(__file__).resolve().parents[2] / "cluster" / "sites"
+from tsd_study.resources import sites_dir
+
+SITES_DIR = sites_dir()
 MIN_TIME_MIN = 2  # submitit needs this much to checkpoint before a time limit
 SINFO_TIMEOUT_S = 30
 DEFAULT_MAX_REQUEUES = 100  # submitit's own default (3) would end a 13-epoch run after its fourth time limit
@@ -72,7 +75,7 @@ _MINIMUM = {"nodes_max": 1, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 0.
 
 
 def site_file(site: str | Path) -> Path:
-    """A site profile file from a path, or from a name under cluster/sites/."""
+    """A site profile file from a path, or from a name under ``SITES_DIR``."""
     path = Path(site)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
@@ -81,7 +84,8 @@ def site_file(site: str | Path) -> Path:
     named = SITES_DIR / f"{site}.yaml"
     if not named.is_file():
         known = sorted(file.stem for file in SITES_DIR.glob("*.yaml"))
-        raise SiteError(f"unknown site {str(site)!r}: no {named}; known: {', '.join(known)}")
+        raise SiteError(f"unknown site {str(site)!r}: no {named}; known: {', '.join(known)}; "
+                        f"or give the path of a yaml file")
     return named
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from tsd_study.atomic import write_bytes_atomic, write_text_atomic
 from tsd_study.launch.request import StudyRequest, run_study
+from tsd_study.resources import notebooks_dir
 from tsd_study.runs import Plan, RunStore
 from tsd_study.runs.store import RunState
 from tsd_study.studies.profiles import Profile
@@ -41,8 +42,8 @@ from .figures import figure_names, png_bytes, study_figures
 from .notebook import NOTEBOOK_STUDIES, OVERVIEW, StudyReport, health_display, studies_in, study_report
 from .verdicts import rule_text, verdict_table
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-"""The source notebooks, in the repository beside the package (an editable install, as ``make setup`` makes)."""
+NOTEBOOKS = notebooks_dir()
+"""The source notebooks: the repository's in a checkout, the package's own when installed from a wheel."""
 TEMPLATES = Path(__file__).parent / "templates"
 RUNS_TABLE = "runs.csv"
 RUNS_COLUMNS = ("run_id", "config", "overrides", "seed", "uses", "state", "wall_s")
@@ -119,7 +120,7 @@ def execute_notebooks(names: Sequence[str], source: Path, target: Path, paramete
     """
     for name in names:
         if not (source / f"{name}.ipynb").is_file():
-            raise FileNotFoundError(f"{source / name}.ipynb: no such notebook (reproduce runs from a source checkout)")
+            raise FileNotFoundError(f"{source / name}.ipynb: no such notebook")
     failed = {}
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, \
             tqdm(total=len(names), desc="notebooks", unit="notebook", file=sys.stderr) as bar:
@@ -161,7 +162,8 @@ def _publish(partial: Path, notebook: Path, output: Path) -> None:
 
 
 def _shown_path(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it (so committed notebooks name no machine's paths)."""
+    """``path`` relative to the folder holding ``NOTEBOOKS`` (the repository, or the installed package) when it is
+    inside it, so that committed notebooks name no machine's paths."""
     resolved = path.resolve()
     return str(resolved.relative_to(NOTEBOOKS.parent)) if resolved.is_relative_to(NOTEBOOKS.parent) else str(path)
 

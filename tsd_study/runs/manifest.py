@@ -8,10 +8,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tsd_study.resources import checkout
+
 from .spec import RunSpec
 
 PACKAGES = ("torch", "mmcv", "mmdet", "mmengine", "tsd-study")
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 GIT_TIMEOUT_S = 10
 
 
@@ -44,15 +45,19 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """HEAD of the git checkout holding tsd_study, suffixed ``-dirty`` with uncommitted changes; None outside git."""
+    """HEAD of the git checkout tsd_study runs from, suffixed ``-dirty`` with uncommitted changes; None for an
+    installed package (its version is in ``versions``), also one installed inside another git repository."""
+    repository = checkout()
+    if repository is None:
+        return None
     try:
-        head = _git("rev-parse", "HEAD")
-        changes = _git("status", "--porcelain", "--untracked-files=no")
+        head = _git(repository, "rev-parse", "HEAD")
+        changes = _git(repository, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}-dirty" if changes else head
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, check=True,
+def _git(repository: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repository), *args], capture_output=True, text=True, check=True,
                           timeout=GIT_TIMEOUT_S).stdout.strip()
