@@ -18,7 +18,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from tsd_study.models import TSDRoIHead
-from tsd_study.runner import config_path
+from tsd_study.config_loading import config_path
 
 CHANNELS = 8  # FPN and RoI feature channels
 FC_CHANNELS = 32  # fc width of every box branch and of the offset predictor

@@ -15,7 +15,7 @@ from model_fixtures import packaged_config
 from tsd_study import external_configs
 from tsd_study.cli import main
 from tsd_study.models import TSDSwitches
-from tsd_study.runner import CONFIG_PROFILES, CONFIG_ROOT
+from tsd_study.config_loading import CONFIG_PROFILES, CONFIG_ROOT
 from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES as STUDY_PROFILES
 
@@ -144,6 +144,7 @@ def test_params_table1_matches_the_paper(capsys: pytest.CaptureFixture[str]) -> 
 def test_mmdet_references_resolve_to_mmdetections_files_reading_its_metafiles_once(tmp_path: Path) -> None:
     """A ``mmdet::`` base and a ``mmdet::`` model config load as mmengine resolves them; looking them up again reads
     no metafile; a missing package stays missing."""
+    external_configs.remember_lookups()
     base, model = tmp_path / "base.py", tmp_path / "model.py"
     base.write_text("_base_ = ['mmdet::_base_/default_runtime.py']\n")
     model.write_text("_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']\n")

@@ -20,7 +20,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from torch import nn
 
-from tsd_study.runner import load_config
+from tsd_study.config_loading import load_config
 
 DATASET = "shapes:48"
 STEPS = 4

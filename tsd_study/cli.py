@@ -240,9 +240,10 @@ def _print_summaries(summaries: dict) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from tsd_study import runner
+    from tsd_study.config_loading import load_config
 
-    cfg = runner.load_config(args.config, dataset=args.dataset, cfg_options=args.cfg_options,
-                             work_dir=args.work_dir, max_iters=args.max_iters)
+    cfg = load_config(args.config, dataset=args.dataset, cfg_options=args.cfg_options, work_dir=args.work_dir,
+                      max_iters=args.max_iters)
     if args.val_interval is not None:
         cfg.train_cfg.val_interval = args.val_interval
     runner.train(cfg, resume=args.resume)
@@ -251,8 +252,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     from tsd_study import runner
+    from tsd_study.config_loading import load_config
 
-    cfg = runner.load_config(args.config, dataset=args.dataset, cfg_options=args.cfg_options, work_dir=args.work_dir)
+    cfg = load_config(args.config, dataset=args.dataset, cfg_options=args.cfg_options, work_dir=args.work_dir)
     metrics = runner.test(cfg, args.checkpoint)
     print(json.dumps(metrics))  # the last line of stdout, after mmengine's log
     return 0

@@ -6,8 +6,8 @@ hundred YAML files for mmdetection), and only then, not finding a base such as `
 there, falls back to the file under ``.mim/configs``. Our configs have two or three such bases each:
 ``tsd-study study plan`` of every study in the cpu profile (20 runs) took 10.5 to 11.4 s, 3.4 to 3.8 s with this
 module. It keeps each parsed metafile and each positive installation check for the life of the process (installed
-packages' files do not change under a running planner); what mmengine resolves is unchanged. Importing the module
-is enough (``runner`` does).
+packages' files do not change under a running planner); what mmengine resolves is unchanged. ``remember_lookups``
+installs it into mmengine (``config_loading.read_config`` does, before every config it reads).
 """
 from __future__ import annotations
 
@@ -27,5 +27,8 @@ def is_installed(package: str) -> bool:
     return package in _installed
 
 
-config_utils.load = functools.cache(config_utils.load)  # only the model-index lookup reads files through it
-config_module.is_installed = is_installed
+def remember_lookups() -> None:
+    """Make mmengine's config loading remember metafiles and installation checks (once; later calls do nothing)."""
+    if config_module.is_installed is not is_installed:
+        config_utils.load = functools.cache(config_utils.load)  # only the model-index lookup reads files through it
+        config_module.is_installed = is_installed

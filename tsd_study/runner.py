@@ -1,89 +1,15 @@
-"""Configs to mmengine Runners: find a config, attach its dataset, check it, train or test it."""
+"""mmengine from a loaded config (``tsd_study.config_loading``): build its model, train it with a Runner, test a
+checkpoint."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmengine.config import Config
 
-from tsd_study import external_configs  # noqa: F401  (mmdet:: bases resolved from a parsed index)
-from tsd_study.data import apply_dataset, check_dataset, resolve_dataset
-from tsd_study.switches import TSDSwitches
-
-if TYPE_CHECKING:  # loading and checking configs needs neither torch nor mmdetection: planners stay light
+if TYPE_CHECKING:  # importing this module needs neither torch nor mmdetection: they load when used
     from mmengine.runner import Runner
     from torch import nn
-
-CONFIG_ROOT = Path(__file__).parent / "configs"
-CONFIG_PROFILES = ("cpu", "full")  # the folders of packaged configs; study profiles are in studies/profiles.py
-
-
-class ConfigError(ValueError):
-    """A config cannot be found or is inconsistent; the message names the file or key."""
-
-
-def config_path(config: str | Path) -> Path:
-    """A config file from a path, or from a name inside the package such as ``cpu/tsd_pc``."""
-    path = Path(config)
-    if path.is_file():
-        return path.resolve()
-    packaged = CONFIG_ROOT / (path if path.suffix == ".py" else path.with_suffix(".py"))
-    if packaged.is_file():
-        return packaged
-    raise ConfigError(f"{config}: no such config file, and no packaged config of that name under {CONFIG_ROOT} "
-                      f"(e.g. cpu/faster_rcnn, full/tsd_pc)")
-
-
-def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: dict[str, Any] | None = None,
-                work_dir: str | Path | None = None, max_iters: int | None = None,
-                import_modules: bool = True) -> Config:
-    """Build a ready-to-run config: overrides merged, dataset resolved and checked, switches validated.
-
-    Everything that can be wrong with the input fails here, before a Runner exists. ``import_modules=False`` skips
-    the config's ``custom_imports`` (torch, mmdetection, the plugin): for checking configs without building them.
-    """
-    cfg = Config.fromfile(config_path(config), import_custom_modules=import_modules)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if max_iters is not None:
-        set_max_iters(cfg, max_iters)
-    dataset_ref = dataset or cfg.get("tsd_dataset")
-    if not dataset_ref:
-        raise ConfigError(f"{config}: no dataset: set `tsd_dataset` in the config or pass one")
-    spec = resolve_dataset(dataset_ref)
-    check_dataset(spec)
-    apply_dataset(cfg, spec)
-    cfg.tsd_dataset = dataset_ref
-    roi_head = cfg.model.get("roi_head", {})
-    if roi_head.get("type") == "TSDRoIHead":
-        TSDSwitches.from_config(roi_head.get("tsd"))
-    if work_dir is not None:
-        cfg.work_dir = str(work_dir)
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = str(Path("work_dirs") / config_path(config).stem)
-    return cfg
-
-
-def set_max_iters(cfg: Config, max_iters: int) -> None:
-    """Shorten or lengthen an iteration-based schedule; LR steps, the validation (learning-curve) interval and the
-    checkpoint interval scale with it."""
-    loop = cfg.train_cfg
-    if loop.get("type") != "IterBasedTrainLoop":
-        raise ConfigError(f"train_cfg.type: max_iters needs an IterBasedTrainLoop, this config has {loop.get('type')}")
-    scale = max_iters / loop.max_iters
-    loop.val_interval = min(max(1, round(loop.get("val_interval", loop.max_iters) * scale)), max_iters)
-    loop.max_iters = max_iters
-    schedulers = []
-    for scheduler in cfg.param_scheduler:
-        scheduler = copy.deepcopy(scheduler)
-        scheduler.end = min(max(1, round(scheduler.end * scale)), max_iters)
-        if "milestones" in scheduler:
-            scheduler.milestones = [round(step * scale) for step in scheduler.milestones]
-        schedulers.append(scheduler)
-    cfg.param_scheduler = schedulers
-    checkpoint = cfg.default_hooks.checkpoint
-    checkpoint.interval = min(max(1, round(checkpoint.interval * scale)), max_iters)
 
 
 def build_model(cfg: Config) -> nn.Module:

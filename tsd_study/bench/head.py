@@ -11,18 +11,18 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
 from tsd_study.bench.latency import elapsed_ms
-from tsd_study.runner import build_model, config_path
+from tsd_study.config_loading import read_config
+from tsd_study.runner import build_model
 
 MODELS = ("baseline", "tsd")
 
 
 def build_detector(config: str, device: str) -> torch.nn.Module:
     """A detector from a packaged config, with random weights (no pretrained download)."""
-    cfg = Config.fromfile(config_path(config))
+    cfg = read_config(config)
     cfg.model.backbone.pop("init_cfg", None)
     return build_model(cfg).to(device)
 

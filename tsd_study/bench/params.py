@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from mmengine.config import Config
 
-from tsd_study.runner import build_model, config_path
+from tsd_study.config_loading import read_config
+from tsd_study.runner import build_model
 from tsd_study.studies import StudyError, load_study
 
 
 def count_parameters(config: str) -> int:
     """Number of parameters of the model a config describes (classes as the config sets them)."""
     with torch.device("meta"):
-        model = build_model(Config.fromfile(config_path(config)))
+        model = build_model(read_config(config))
     return sum(parameter.numel() for parameter in model.parameters())
 
 

@@ -17,7 +17,8 @@ import torch
 from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
 
-from tsd_study.runner import build_model, load_config
+from tsd_study.config_loading import load_config
+from tsd_study.runner import build_model
 
 PARTS = ("data", "forward_backward", "optimizer")
 VARIANTS = ("before", "after")

@@ -24,7 +24,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop, Runner
 
-from tsd_study import runner as tsd_runner
+from tsd_study.config_loading import load_config
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
 from tsd_study.data.catalog import config_list
@@ -170,7 +170,7 @@ def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingO
 def _build_config(run: RunDir, context: JobContext) -> Config:
     """The run's config: seed, work dir in the run, validation predictions written into the work dir."""
     spec = run.spec()
-    cfg = tsd_runner.load_config(spec.config, dataset=spec.dataset,
+    cfg = load_config(spec.config, dataset=spec.dataset,
                                  cfg_options={**spec.overrides, "randomness.seed": spec.seed},
                                  work_dir=run.work_dir, max_iters=spec.max_iters)
     cfg.val_evaluator.outfile_prefix = str(run.work_dir / PREDICTIONS_PREFIX)

@@ -1,7 +1,7 @@
 """Studies -> the distinct runs they need: one run per (config, overrides, profile, dataset, seed), shared by rows.
 
 Planning validates everything a run needs before anything is submitted: each distinct (config, overrides) is loaded
-once with ``runner.load_config`` (config file, dataset, overrides, TSD switches), and every problem found is reported
+once with ``config_loading.load_config`` (config file, dataset, overrides, TSD switches), and every problem found is reported
 in one error naming the study, row and what is wrong.
 """
 from __future__ import annotations
@@ -152,13 +152,13 @@ def _cells(studies: list[Study], profile: Profile, problems: list[str]) -> list[
 def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) -> list[tuple[str, int, int, str]]:
     """Load each cell's config once; its dataset reference, GPUs, CPU tasks and model description, or a problem line
     naming its rows."""
-    from tsd_study import runner  # mmengine's Config: only when a plan is made
+    from tsd_study.config_loading import load_config  # mmengine's Config: only when a plan is made
     from tsd_study.model_description import describe_model
 
     resolved = []
     for cell in cells:
         try:
-            cfg = runner.load_config(cell.config, dataset=profile.dataset, cfg_options=cell.overrides,
+            cfg = load_config(cell.config, dataset=profile.dataset, cfg_options=cell.overrides,
                                      max_iters=profile.max_iters, import_modules=False)
             resolved.append((str(cfg.tsd_dataset), _count(cfg, GPUS_KEY, default=0, minimum=0),
                              _count(cfg, CPU_TASKS_KEY, default=1, minimum=1), describe_model(cfg)))
