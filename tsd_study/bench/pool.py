@@ -8,13 +8,13 @@ of ``repeats`` runs after one warm-up run. Run ``tsd-study bench pool``.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from mmcv.ops import RoIAlign
 from torch import Tensor
 
+from tsd_study.bench.latency import elapsed_ms
 from tsd_study.models.deform_roi_pool import deform_roi_pool
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 800, 1216
@@ -41,15 +41,8 @@ def level_rois(num_rois_per_image: int, batch: int, generator: torch.Generator) 
 
 def median_seconds(step: Callable[[], None], repeats: int, device: torch.device) -> float:
     """Median wall time of ``step`` over ``repeats`` runs, after one warm-up run."""
-    times = []
-    for run in range(repeats + 1):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if run:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    step()
+    return statistics.median(elapsed_ms(step, device) for _ in range(repeats)) / 1000.0
 
 
 def bench_level(

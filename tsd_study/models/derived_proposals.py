@@ -11,7 +11,7 @@ from mmdet.structures.bbox import bbox2roi
 from tsd_study.atomic import write_json_atomic
 
 from .offset_health import bin_centers
-from .tsd_roi_head import TSDRoIHead
+from .tsd_roi_head import TSDRoIHead, class_deltas
 
 
 @torch.no_grad()
@@ -34,9 +34,7 @@ def describe_derived_proposals(model: torch.nn.Module, batch: dict, max_detectio
     results = roi_head._bbox_forward(features, rois)
     head = roi_head.bbox_head
     scores, labels = results["cls_score"].softmax(dim=1)[:, :-1].max(dim=1)
-    deltas = results["bbox_pred"]
-    if not head.reg_class_agnostic:
-        deltas = deltas.view(len(labels), -1, 4)[torch.arange(len(labels)), labels]
+    deltas = class_deltas(results["bbox_pred"], labels, head.reg_class_agnostic)
     boxes = head.bbox_coder.decode(results["reg_rois"][:, 1:], deltas)
     centres = None
     if roi_head.switches.cls_manner == "point":

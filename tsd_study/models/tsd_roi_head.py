@@ -146,11 +146,16 @@ class TSDRoIHead(StandardRoIHead):
             rcnn_test_cfg=rcnn_test_cfg, rescale=rescale)
 
     def _class_deltas(self, bbox_pred: Tensor, labels: Tensor) -> Tensor:
-        """The (p, 4) deltas of each RoI's target class (class-specific regression) or the shared ones."""
-        if self.bbox_head.reg_class_agnostic:
-            return bbox_pred
-        per_class = bbox_pred.view(bbox_pred.size(0), self.bbox_head.num_classes, 4)
-        return per_class[torch.arange(labels.numel(), device=labels.device), labels]
+        return class_deltas(bbox_pred, labels, self.bbox_head.reg_class_agnostic)
+
+
+def class_deltas(bbox_pred: Tensor, labels: Tensor, class_agnostic: bool) -> Tensor:
+    """The (n, 4) box deltas of each RoI's class ``labels`` from class-specific (n, 4 * classes) predictions, or the
+    shared ones of class-agnostic regression."""
+    if class_agnostic:
+        return bbox_pred
+    per_class = bbox_pred.view(bbox_pred.size(0), bbox_pred.size(1) // 4, 4)
+    return per_class[torch.arange(labels.numel(), device=labels.device), labels]
 
 
 def _assigned_gt_boxes(sampling_results: list[SamplingResult]) -> Tensor:
