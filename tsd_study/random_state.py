@@ -3,11 +3,14 @@
 mmengine's checkpoints hold the model, the optimizer, the schedulers and the message hub, but not the random
 generators of the training processes. The RoI sampler draws its positives and negatives from torch's global
 generator, so without them a run resumed at iteration N samples other RoIs from N + 1 on than the run that was never
-stopped, and ends at another AP. The hook stores every rank's states (python, numpy, torch, and CUDA where there is
-one) when a checkpoint is saved, and restores this rank's right before the first batch after a resume is loaded:
+stopped, and ends at another AP. The hook stores the states (python, numpy, torch, and CUDA where there is one) when
+a checkpoint is saved, and restores them right before the first batch after a resume is loaded:
 after mmengine has skipped the dataloader past the iterations already trained (loading those batches draws from the
 generators too, in the main process when the dataloader has no workers), before the batch whose augmentation the
 uninterrupted run drew right after it saved the checkpoint.
+
+mmengine saves checkpoints from rank 0 alone, so a distributed run's checkpoint holds rank 0's states: rank 0 resumes
+exactly, the other ranks keep the states their restart gives them (as without this hook).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 CHECKPOINT_KEY = "random_states"
@@ -57,7 +60,8 @@ class _RestoreBeforeBatch:
 
 
 class RandomStateHook(Hook):
-    """Saves every rank's random states in each checkpoint and restores them when an iteration-based run resumes."""
+    """Saves the random states in each checkpoint and restores them when an iteration-based run resumes (rank 0's,
+    on rank 0, in a distributed run)."""
 
     priority = "VERY_HIGH"
 
@@ -65,12 +69,12 @@ class RandomStateHook(Hook):
         self._loaded: dict[str, Any] | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = all_gather_object(capture())
+        checkpoint[CHECKPOINT_KEY] = capture()  # rank 0 only: mmengine's save_checkpoint is master_only
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         states = checkpoint.get(CHECKPOINT_KEY)
-        if states is not None and len(states) == get_world_size():
-            self._loaded = states[get_rank()]
+        if isinstance(states, dict) and is_main_process():
+            self._loaded = states
 
     def before_train(self, runner) -> None:
         loop = runner.train_loop
