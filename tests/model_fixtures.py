@@ -18,7 +18,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from tsd_study.models import TSDRoIHead
-from tsd_study.config_loading import config_path
+from tsd_study.config_loading import read_config
 
 CHANNELS = 8  # FPN and RoI feature channels
 FC_CHANNELS = 32  # fc width of every box branch and of the offset predictor
@@ -30,7 +30,7 @@ GAMMA = 0.1  # the released code's offset scale
 
 @functools.cache
 def _parsed_config(name: str) -> Config:
-    return Config.fromfile(config_path(name))
+    return read_config(name)
 
 
 def packaged_config(name: str) -> Config:

@@ -8,10 +8,9 @@ from typing import Any
 
 from mmengine.config import Config
 
-from tsd_study.external_configs import remember_lookups
 from tsd_study.data import apply_dataset, check_dataset, resolve_dataset
+from tsd_study.external_configs import remember_lookups
 from tsd_study.switches import TSDSwitches
-
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 CONFIG_PROFILES = ("cpu", "full")  # the folders of packaged configs; study profiles are in studies/profiles.py

@@ -24,9 +24,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop, Runner
 
-from tsd_study.config_loading import load_config
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
+from tsd_study.config_loading import load_config
 from tsd_study.data.catalog import config_list
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
@@ -170,9 +170,8 @@ def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingO
 def _build_config(run: RunDir, context: JobContext) -> Config:
     """The run's config: seed, work dir in the run, validation predictions written into the work dir."""
     spec = run.spec()
-    cfg = load_config(spec.config, dataset=spec.dataset,
-                                 cfg_options={**spec.overrides, "randomness.seed": spec.seed},
-                                 work_dir=run.work_dir, max_iters=spec.max_iters)
+    cfg = load_config(spec.config, dataset=spec.dataset, cfg_options={**spec.overrides, "randomness.seed": spec.seed},
+                      work_dir=run.work_dir, max_iters=spec.max_iters)
     cfg.val_evaluator.outfile_prefix = str(run.work_dir / PREDICTIONS_PREFIX)
     cfg.val_evaluator.format_only = True  # each validation writes its predictions; LearningCurveHook scores them
     checkpoint, _ = latest_checkpoint(run.work_dir)
