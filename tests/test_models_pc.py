@@ -158,6 +158,14 @@ def test_pc_loc_reaches_the_translation_through_p_r() -> None:
     assert not any(is_zero(grad) for grad in through_p_r.values())
 
 
+def test_pc_translation_grad_off_keeps_m_loc_out_of_the_translation() -> None:
+    """SimpleDet's choice: M_loc decoded from a detached P_r reaches the regressor but not the translation head."""
+    roi_head = build_roi_head(target_grad=False, pc_translation_grad=False, **NONZERO_OFFSETS)
+    grads = parameter_grads(roi_head, training_losses(roi_head, fill=1.0)["loss_pc_loc"])
+    assert all(is_zero(grad) for grad in select(grads, (TRANSLATION_HEAD,)).values())
+    assert not any(is_zero(grad) for grad in select(grads, ("bbox_head.fc_reg.",)).values())
+
+
 @pytest.mark.parametrize("target_grad", [True, False])
 def test_target_grad_switch(target_grad: bool) -> None:
     """The TSD loss_bbox alone reaches the translation head through its target (encoded from P_r) exactly when

@@ -16,7 +16,8 @@ KEY = "model.roi_head.tsd"
 # The released code's choices: Point.w for classification, Prop.w for localization, joint sibling
 # training, both PC terms with margins 0.3 and the clamp, a target that back-propagates into P_r, gamma 0.1.
 RELEASED = dict(cls_manner="point", reg_manner="prop", joint_sibling=True, pc_cls=True, pc_loc=True, margin_cls=0.3,
-                margin_loc=0.3, margin_clamp=True, target_grad=True, gamma=0.1, offset_init="released")
+                margin_loc=0.3, margin_clamp=True, target_grad=True,
+                pc_translation_grad=True, gamma=0.1, offset_init="released")
 NO_SIBLING = dict(joint_sibling=False, pc_cls=False, pc_loc=False)
 
 

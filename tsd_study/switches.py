@@ -32,6 +32,8 @@ class TSDSwitches:
         margin_cls, margin_loc: m_c and m_r (released configs: 0.3 / 0.3; paper ablations 0.2 / 0.2).
         margin_clamp: clamp the margin to 1 - p_sib (1 - IoU_sib), as the released code does.
         target_grad: let the localization target (encoded relative to P_r) back-propagate into the translation.
+        pc_translation_grad: let M_loc back-propagate into the translation through the TSD box decoded from P_r
+            (released); off decodes it from a detached P_r, as SimpleDet does, so M_loc trains only the regressor.
         gamma: scale of the predicted offsets relative to the proposal's width and height.
         offset_init: how the offset predictor's last layers start: ``released`` (Kaiming normal, a=1, as every
             layer of the released code's predictor; the starting offsets then scale with the RoI features) or
@@ -48,6 +50,7 @@ class TSDSwitches:
     margin_loc: float = 0.3
     margin_clamp: bool = True
     target_grad: bool = True
+    pc_translation_grad: bool = True
     gamma: float = 0.1
     offset_init: OffsetInit = "released"
 

@@ -119,8 +119,9 @@ class TSDRoIHead(StandardRoIHead):
             pos_labels = labels[positives]
             sibling_boxes = head.bbox_coder.decode(
                 rois[positives, 1:], self._class_deltas(results["sibling_bbox_pred"][positives], pos_labels))
+            pc_rois = results["reg_rois"] if switches.pc_translation_grad else results["reg_rois"].detach()
             tsd_boxes = head.bbox_coder.decode(
-                results["reg_rois"][positives, 1:], self._class_deltas(results["bbox_pred"][positives], pos_labels))
+                pc_rois[positives, 1:], self._class_deltas(results["bbox_pred"][positives], pos_labels))
             losses["loss_pc_loc"] = localization_constraint(
                 sibling_boxes, tsd_boxes, gt_boxes, switches.margin_loc, switches.margin_clamp)
         results["loss_bbox"] = losses
