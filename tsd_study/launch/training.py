@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,30 +46,27 @@ PREDICTIONS_PREFIX = "predictions"
 MASTER_PORT_BASE = 10000  # distributed jobs pick MASTER_PORT_BASE + SLURM job id % MASTER_PORT_RANGE: below Linux's
 MASTER_PORT_RANGE = 20000  # ephemeral ports (32768 and up), so no outgoing connection holds the port by chance
 
-TrainingObserver = Callable[[Runner | None], None]
-
-
-def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None = None) -> dict[str, Any]:
+def train_and_evaluate(run_dir: Path | str, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
     """Train and evaluate the run in ``run_dir`` unless it is finished; returns its metrics.json content.
 
     The run's lock is held throughout, so a second process given the same run waits, then returns the metrics the
     first one wrote. Training resumes from the newest complete checkpoint in ``work/``. On failure the status records
-    the exception and the log tail, and the exception propagates. ``on_training`` sees the Runner while it trains
-    (then None).
+    the exception and the log tail, and the exception propagates. ``hooks`` are registered on the training Runner
+    beside the run's own.
     """
     run = RunDir(run_dir)
     context = JobContext.current()
     _limit_threads()
     line_buffered_output()
     if not context.is_main:  # the other tasks of a distributed job train alongside task 0, which keeps the books
-        return run.metrics() or _train_and_evaluate(run, context, on_training)
+        return run.metrics() or _train_and_evaluate(run, context, hooks)
     with run.training_lock():
         finished = run.metrics()
         if finished is not None:
             return finished
         _start_attempt(run, context)
         try:
-            metrics = _train_and_evaluate(run, context, on_training)
+            metrics = _train_and_evaluate(run, context, hooks)
         except Exception as error:
             _record_failure(run, error)
             raise
@@ -139,7 +136,7 @@ def _log_tail(run: RunDir) -> list[str]:
     return lines[-LOG_TAIL_LINES:]
 
 
-def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingObserver | None) -> dict[str, Any]:
+def _train_and_evaluate(run: RunDir, context: JobContext, hooks: Sequence[Hook]) -> dict[str, Any]:
     """metrics.json's content: the final evaluation, the learning curve, latency and parameters.
 
     The config's validation loop evaluates during training (the learning curve) and at its end (the final
@@ -153,8 +150,8 @@ def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingO
     runner.register_hook(OffsetHealthHook())
     runner.register_hook(RandomStateHook())
     runner.register_hook(curve, priority="LOW")
-    if on_training is not None:
-        runner.register_hook(_Observer(on_training), priority="VERY_HIGH")
+    for hook in hooks:
+        runner.register_hook(hook)
     runner.train()
     if curve.validated_at != runner.iter:  # resumed after the last validation: every rank validates again
         runner.val_loop.run()
@@ -298,15 +295,3 @@ class LearningCurveHook(Hook):
         self.validated_at = runner.iter
         self.seconds += time.perf_counter() - self._began
 
-
-class _Observer(Hook):
-    """Shows the training Runner to a callback from the first to the last training iteration."""
-
-    def __init__(self, callback: TrainingObserver) -> None:
-        self.callback = callback
-
-    def before_train(self, runner: Runner) -> None:
-        self.callback(runner)
-
-    def after_train(self, runner: Runner) -> None:
-        self.callback(None)
