@@ -22,7 +22,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import IterBasedTrainLoop, Runner
+from mmengine.runner import Runner
 
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
@@ -263,16 +263,11 @@ class LearningCurveHook(Hook):
         return self.work_dir / f"{PREDICTIONS_PREFIX}.{iou_type}.json"
 
     def before_train(self, runner: Runner) -> None:
-        """Keep the saved points up to the resumed iteration; a validation the interrupted attempt owed at that
-        iteration (killed between its checkpoint and its validation) is made up now."""
+        """Keep the saved points up to the resumed iteration (a validation at that iteration is done again:
+        RandomStateHook replays it)."""
         saved = self.work_dir / self.CURVE_FILE
         points = json.loads(saved.read_text()) if saved.is_file() else []
         self.points = [point for point in points if point["iter"] <= runner.iter]
-        loop = runner.train_loop
-        owed = (isinstance(loop, IterBasedTrainLoop) and 0 < runner.iter < loop.max_iters
-                and runner.iter % loop.val_interval == 0)
-        if owed and not any(point["iter"] == runner.iter for point in self.points):
-            runner.val_loop.run()
 
     def before_val_epoch(self, runner: Runner) -> None:
         self._began = time.perf_counter()
@@ -294,4 +289,3 @@ class LearningCurveHook(Hook):
             write_json_atomic(self.work_dir / self.CURVE_FILE, self.points, indent=1)
         self.validated_at = runner.iter
         self.seconds += time.perf_counter() - self._began
-
