@@ -2,7 +2,7 @@
 while the job runs (preemption), a checkpoint and an exit while SLURM ends it (scancel, requeue).
 
 A stand-in Runner and a stand-in ``scontrol``; tests/test_slurm_study.py has the same on the real cluster, with
-training. Runtime about a second.
+training. Runtime a few seconds (most of it importing mmengine).
 """
 from __future__ import annotations
 
@@ -159,3 +159,19 @@ def test_nothing_is_saved_before_the_first_iteration_or_over_a_checkpoint_as_far
     before = (tmp_path / "iter_1.pth").read_bytes()
     hook.save_checkpoint()
     assert (tmp_path / "iter_1.pth").read_bytes() == before and sorted(os.listdir(tmp_path)) == ["iter_1.pth"]
+
+
+def test_sigterm_while_slurm_ends_the_job_overrides_a_requeue_asked_for_before(
+        handlers: tuple[StopSignalHook, SubmititHandler], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time limit's signal, then scancel within the same iteration: the job is cancelled, not requeued."""
+    hook, submitit_handler = handlers
+    job_state_is("COMPLETING", tmp_path, monkeypatch)
+    runner = StandInRunner(tmp_path)
+    hook.before_train(runner)
+    hook.before_train_iter(runner, runner.iter)
+    os.kill(os.getpid(), signal.SIGUSR2)
+    os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(SystemExit) as exited:
+        hook.after_train_iter(runner, runner.iter)
+    assert exited.value.code == 128 + signal.SIGTERM and submitit_handler.signals == []
+    assert latest_checkpoint(tmp_path) == (tmp_path / "iter_1.pth", 1)

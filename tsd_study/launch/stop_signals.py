@@ -108,13 +108,15 @@ class StopSignalHook(Hook):
         state = slurm_job_state()
         if state == "RUNNING":  # preempted with a grace time, or signalled by hand (scancel --signal=TERM)
             self._when_between_iterations(lambda: self._submitit_requeue(signum))
-        else:
-            self._when_between_iterations(lambda: self._save_and_exit(signum, state or "unknown"))
+        else:  # SLURM ends the job: no requeue of ours, even one a signal before asked for
+            self._when_between_iterations(lambda: self._save_and_exit(signum, state or "unknown"), replace=True)
 
-    def _when_between_iterations(self, action: Callable[[], None]) -> None:
+    def _when_between_iterations(self, action: Callable[[], None], replace: bool = False) -> None:
+        """Act now outside the training loop; inside it at the end of the running iteration, where the first
+        signal's action is taken unless a later one ``replace``s it."""
         if not self._in_training_loop:
             action()
-        elif self._pending is None:
+        elif self._pending is None or replace:
             self._pending = action
 
     def _act_on_pending(self) -> None:
@@ -129,8 +131,10 @@ class StopSignalHook(Hook):
 
     def _save_and_exit(self, signum: int, state: str) -> None:
         self.save_checkpoint()
-        print(f"tsd-study: {signal.Signals(signum).name} while SLURM ends this job ({state}): checkpoint of "
-              f"iteration {self.completed} saved, exiting", file=sys.stderr, flush=True)
+        saved = (f"checkpoint of iteration {self.completed} saved" if self._runner is not None and self.completed
+                 else "nothing trained to save")
+        print(f"tsd-study: {signal.Signals(signum).name} while SLURM ends this job ({state}): {saved}, exiting",
+              file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
 
