@@ -203,6 +203,7 @@ def test_a_claim_on_a_row_that_had_not_converged_says_so() -> None:
     ([0.1, -0.1, 0.05], Direction.NONE),  # the whole interval within +-0.5
     ([1.0, -0.5, 0.4], Direction.UNDECIDED),
     ([3.0], Direction.NO_INTERVAL),
+    ([math.nan, math.nan], Direction.NO_DATA),
 ])
 def test_effect_direction_puts_the_interval_against_plus_and_minus_the_minimum(
         effects: list[float], direction: Direction) -> None:
@@ -221,6 +222,7 @@ def test_effect_summary_names_each_row_with_its_own_reference() -> None:
     assert "TSD + PC, SimpleDet-like: target and M_loc detached from P_r (against TSD w/o PC, target detached): -2.0" \
         in text
     assert "**Lowers it:**" in text and "**Raises it:**" in text
+    assert "- TSD + PC, released margins 0.3 / 0.3 (against TSD w/o PC (jointly trained with H*))\n" in text
     shown = results.display_table()
     assert shown.loc["TSD + PC, SimpleDet-like: target and M_loc detached from P_r", ("", "effect against")] == \
         "TSD w/o PC, target detached"

@@ -122,8 +122,8 @@ def effect_summary_text(results: StudyResults, metric: str = "AP") -> str:
         lines.append(f"\n**{direction.value.capitalize()}:**\n")
         for line in chosen.itertuples():
             interval = f" [{line.low:+.1f}, {line.high:+.1f}]" if line.n > 1 else ""
-            value = f"{line.effect:+.1f}{interval}" if line.n else "no finished runs"
-            lines.append(f"- {line.row} (against {line.against}): {value}")
+            value = f": {line.effect:+.1f}{interval}" if line.n else ""
+            lines.append(f"- {line.row} (against {line.against}){value}")
     return "\n".join(lines)
 
 

@@ -122,11 +122,14 @@ class Direction(StrEnum):
     DOWN = "lowers it"
     NONE = "changes it by less than the minimum effect"
     UNDECIDED = "undecided (the interval straddles a minimum effect)"
-    NO_INTERVAL = "no interval (fewer than two seeds)"
+    NO_INTERVAL = "no interval (one seed)"
+    NO_DATA = "not measured (no finished run for every seed of the row or its reference)"
 
 
 def effect_direction(effect: Estimate, minimum: float) -> Direction:
     """UP or DOWN when the whole interval lies beyond +-``minimum``, NONE when it lies within, else UNDECIDED."""
+    if effect.n == 0:
+        return Direction.NO_DATA
     if not effect.has_interval:
         return Direction.NO_INTERVAL
     if effect.low > minimum:
