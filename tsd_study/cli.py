@@ -63,7 +63,8 @@ def _add_data(commands) -> None:
     voc.add_argument("--out", type=Path, required=True, help="output directory (train.json, val.json, dataset.json)")
     voc.add_argument("--val-fraction", type=float, default=0.2)
     voc.add_argument("--seed", type=int, default=0)
-    check = _command(data, "check", _data_check, "check a dataset (shapes[:N[:SEED]], coco2017[:ROOT] or a directory)")
+    check = _command(data, "check", _data_check, "check a dataset (shapes[:N[:SEED]], coco2017[:ROOT] or a directory) "
+                     "and record the passed check, which later config loads read instead of checking again")
     check.add_argument("dataset")
 
 
@@ -227,9 +228,9 @@ def _data_voc2coco(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from tsd_study.data import check_dataset, resolve_dataset
+    from tsd_study.data import checked_dataset
 
-    _print_summaries(check_dataset(resolve_dataset(args.dataset)))
+    _print_summaries(checked_dataset(args.dataset, recheck=True)[1])
     return 0
 
 
