@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     _add_study(commands)
     _add_reproduce(commands)
+    _add_weights(commands)
     return parser
 
 
@@ -198,6 +199,24 @@ def _add_reproduce(commands) -> None:
                            help="executed notebooks and CSV tables only: no HTML pages, index or figure files")
 
 
+def _add_weights(commands) -> None:
+    from tsd_study.studies.profiles import PROFILES
+    from tsd_study.weights import WEIGHTS_VARIABLE
+
+    weights = commands.add_parser("weights", help="the pretrained checkpoints configs initialise from").add_subparsers(
+        dest="weights_command", required=True, metavar="WEIGHTS_COMMAND")
+    fetch = _command(weights, "fetch", _weights_fetch,
+                     f"download every checkpoint the chosen configs initialise from into the weights cache "
+                     f"(${WEIGHTS_VARIABLE}), which jobs then read instead of the network")
+    fetch.add_argument("--profile", default="full", choices=list(PROFILES),
+                       help="the profile's configs (default: full)")
+    fetch.add_argument("--only", nargs="+", metavar="NAME",
+                       help="only these studies' configs (default: every study's), e.g. table1 table5 or table1,table5")
+    fetch.add_argument("--config", nargs="+", metavar="CONFIG",
+                       help="these configs instead of studies' (files, or packaged names such as full/tsd_pc_r101)")
+    fetch.add_argument("--dir", type=Path, help=f"the weights cache (default: ${WEIGHTS_VARIABLE})")
+
+
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(seed) for seed in text.split(","))
@@ -354,6 +373,24 @@ def _reproduce(args: argparse.Namespace) -> int:
     if outcome.unfinished_runs:
         print(f"{len(outcome.unfinished_runs)} run(s) did not finish: see `tsd-study study status`", file=sys.stderr)
     return 0 if outcome.ok else 1
+
+
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from tsd_study.runs.plan import study_configs
+    from tsd_study.weights import WEIGHTS_VARIABLE, WeightsError, weights_dir
+    from tsd_study.weights_fetch import fetch_weights
+
+    directory = args.dir or weights_dir()
+    if directory is None:
+        raise WeightsError(f"weights fetch: no weights cache: set ${WEIGHTS_VARIABLE} to a folder the jobs can read "
+                           f"(on a cluster, one on the shared file system), or pass --dir")
+    only = [name for text in args.only or ["all"] for name in text.split(",")]
+    configs = [(config, {}) for config in args.config] if args.config else study_configs(_study_names(only),
+                                                                                         args.profile)
+    fetched = fetch_weights(configs, directory)
+    print(f"{fetched} checkpoint(s) ready in {directory}; jobs read them when ${WEIGHTS_VARIABLE}={directory} is set "
+          f"in their environment" if fetched else "the chosen configs name no checkpoint file: nothing to download")
+    return 0
 
 
 def _bench_step(args: argparse.Namespace) -> int:
