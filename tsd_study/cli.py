@@ -135,6 +135,15 @@ def _add_bench(commands) -> None:
                       help="the change, as config overrides key=value (mmengine syntax)")
     step.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     step.add_argument("--dataset", help="dataset reference (default: the config's)")
+    plan = _command(bench, "plan", _bench_plan,
+                    "`study plan --profile full` on a generated COCO-sized dataset, before and after the dataset "
+                    "check records")
+    plan.add_argument("--scale", type=float, default=1.0,
+                      help="size of the generated files relative to COCO 2017's (1: train2017's 118287 images and "
+                           "860001 annotations, about 450 MB)")
+    plan.add_argument("--studies", nargs="+", default=["all"], metavar="NAME",
+                      help="the studies planned (default: all)")
+    plan.add_argument("--out", type=Path, help="generate into this folder and keep it (default: a temporary one)")
 
 
 def _add_study(commands) -> None:
@@ -397,6 +406,13 @@ def _bench_step(args: argparse.Namespace) -> int:
     from tsd_study.bench.step import bench_step
 
     bench_step(tuple(args.configs), after=args.after, steps=args.steps, dataset=args.dataset)
+    return 0
+
+
+def _bench_plan(args: argparse.Namespace) -> int:
+    from tsd_study.bench.plan import bench_plan
+
+    bench_plan(scale=args.scale, studies=tuple(args.studies), out=args.out)
     return 0
 
 
