@@ -35,12 +35,14 @@ $(STAMP): constraints.txt pyproject.toml
 	@touch $@
 	@echo "environment ready: $(VENV)"
 
-# In the activated conda environment of environment.yml (a GPU cluster): mmcv with CUDA ops, then tsd-study.
+# In the activated conda environment of environment.yml, on a GPU cluster's login node (no GPU needed) or a GPU node:
+# mmcv compiled with its CUDA ops, then tsd-study (tsd_study/mmcv_cuda.py; docs/gpu.md). The architectures are
+# $$TORCH_CUDA_ARCH_LIST if set, else the cuda_arch_list of the site profile SITE, else every one torch has kernels for.
+# The wheel is kept in $(CACHE_DIR)/wheels, one per architecture list, for later set-ups and offline GPU machines.
+SITE ?=
+JOBS ?= $(shell nproc)
 setup-gpu:
-	@python -c "import torch, shutil, sys; cuda = torch.version.cuda; nvcc = shutil.which('nvcc'); \
-	  sys.exit(None if cuda and nvcc else 'setup-gpu needs the CUDA build of torch and nvcc (conda env of environment.yml)')"
-	MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=$(shell nproc) python -m pip install --no-build-isolation --no-deps \
-	  -c constraints.txt mmcv==$(call pin,mmcv)
+	python -m tsd_study.mmcv_cuda build --mmcv $(call pin,mmcv) --cache $(CACHE_DIR) --jobs $(JOBS) $(if $(SITE),--site $(SITE))
 	python -m pip install --no-deps -e .
 
 reproduce: setup
