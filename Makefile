@@ -17,7 +17,7 @@ MMCV_BUILD_FLAGS := MMCV_WITH_OPS=1 MAX_JOBS=$(shell nproc) CFLAGS="-DNDEBUG -O3
 
 PROFILE ?= cpu
 
-.PHONY: setup setup-gpu system-deps reproduce test lab lock clean-venv
+.PHONY: setup setup-gpu gpu-check system-deps reproduce test lab lock clean-venv
 
 setup: $(STAMP)
 
@@ -44,6 +44,12 @@ JOBS ?= $(shell nproc)
 setup-gpu:
 	python -m tsd_study.mmcv_cuda build --mmcv $(call pin,mmcv) --cache $(CACHE_DIR) --jobs $(JOBS) $(if $(SITE),--site $(SITE))
 	python -m pip install --no-deps -e .
+
+# The prepared check of the GPU path on a machine with one NVIDIA GPU, after setup-gpu (docs/gpu.md): 9 minutes at
+# most, no internet; one summary file, $(GPU_CHECK_OUT)/summary.json.
+GPU_CHECK_OUT ?= work_dirs/gpu-check
+gpu-check:
+	python cluster/gpu-check --out $(GPU_CHECK_OUT)
 
 reproduce: setup
 	$(BIN)/tsd-study reproduce --profile $(PROFILE)
