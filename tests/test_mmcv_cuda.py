@@ -144,6 +144,11 @@ def test_the_build_refuses_a_cpu_torch(capsys: pytest.CaptureFixture[str]) -> No
     assert "is a CPU build" in capsys.readouterr().err
 
 
+def test_a_missing_site_profile_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", "--mmcv", "2.1.0", "--site", str(tmp_path / "mine.yaml")]) == 2
+    assert "mine.yaml: no such site profile" in capsys.readouterr().err
+
+
 def test_a_site_profile_may_name_the_architectures(tmp_path: Path) -> None:
     example = (ROOT / "cluster" / "sites" / "gpu-cluster.example.yaml").read_text()
     site = tmp_path / "site.yaml"

@@ -260,14 +260,17 @@ def build(mmcv_version: str, site: str | None, cache: Path, jobs: int) -> CudaOp
     """Build (or take from the cache) mmcv with its CUDA ops, install it over any mmcv, and check it."""
     import torch
 
+    site_arch_list = None
+    if site:
+        from tsd_study.launch.sites import SiteError, load_site
+
+        try:
+            site_arch_list = load_site(site).cuda_arch_list
+        except SiteError as error:
+            raise BuildError(str(error)) from None
     if not torch.version.cuda:
         raise BuildError(f"torch {torch.__version__} is a CPU build: setup-gpu needs the CUDA build "
                          f"(conda env of environment.yml)")
-    site_arch_list = None
-    if site:
-        from tsd_study.launch.sites import load_site
-
-        site_arch_list = load_site(site).cuda_arch_list
     arch_list, source = resolve_arch_list(os.environ, site_arch_list, torch_archs())
     cuda_home = find_cuda_home(os.environ)
     print(f"mmcv {mmcv_version} with CUDA ops for torch {torch.__version__}: {ARCH_VARIABLE}={arch_list} "
