@@ -42,7 +42,8 @@ $(STAMP): constraints.txt pyproject.toml
 SITE ?=
 JOBS ?= $(shell nproc)
 setup-gpu:
-	python -m tsd_study.mmcv_cuda build --mmcv $(call pin,mmcv) --cache $(CACHE_DIR) --jobs $(JOBS) $(if $(SITE),--site $(SITE))
+	python -m tsd_study.mmcv_cuda build --mmcv $(call pin,mmcv) --cache $(CACHE_DIR) --jobs $(JOBS) \
+	  $(if $(SITE),--site $(SITE))
 	python -m pip install --no-deps -e .
 
 # The prepared check of the GPU path on a machine with one NVIDIA GPU, after setup-gpu (docs/gpu.md): 9 minutes at
