@@ -91,7 +91,7 @@ def check_arch_list(arch_list: str, archs: list[str]) -> None:
         if _capability(match.group(1)) < oldest:
             raise BuildError(f"{ARCH_VARIABLE}={arch_list!r}: {entry} is older than {archs[0]}, the oldest "
                              f"architecture this torch runs on (its kernels: {', '.join(archs)}); for older GPUs "
-                             f"see docs/gpu.md, 'Older GPUs'")
+                             f"see docs/gpu.md, 'Older GPUs or drivers'")
 
 
 def _capability(text: str) -> tuple[int, int]:
