@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     _add_study(commands)
     _add_reproduce(commands)
+    _add_weights(commands)
     return parser
 
 
@@ -63,7 +64,8 @@ def _add_data(commands) -> None:
     voc.add_argument("--out", type=Path, required=True, help="output directory (train.json, val.json, dataset.json)")
     voc.add_argument("--val-fraction", type=float, default=0.2)
     voc.add_argument("--seed", type=int, default=0)
-    check = _command(data, "check", _data_check, "check a dataset (shapes[:N[:SEED]], coco2017[:ROOT] or a directory)")
+    check = _command(data, "check", _data_check, "check a dataset (shapes[:N[:SEED]], coco2017[:ROOT] or a directory) "
+                     "and record the passed check, which later config loads read instead of checking again")
     check.add_argument("dataset")
 
 
@@ -133,6 +135,15 @@ def _add_bench(commands) -> None:
                       help="the change, as config overrides key=value (mmengine syntax)")
     step.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     step.add_argument("--dataset", help="dataset reference (default: the config's)")
+    plan = _command(bench, "plan", _bench_plan,
+                    "`study plan --profile full` on a generated COCO-sized dataset, before and after the dataset "
+                    "check records")
+    plan.add_argument("--scale", type=float, default=1.0,
+                      help="size of the generated files relative to COCO 2017's (1: train2017's 118287 images and "
+                           "860001 annotations, about 450 MB)")
+    plan.add_argument("--studies", nargs="+", default=["all"], metavar="NAME",
+                      help="the studies planned (default: all)")
+    plan.add_argument("--out", type=Path, help="generate into this folder and keep it (default: a temporary one)")
 
 
 def _add_study(commands) -> None:
@@ -193,8 +204,29 @@ def _add_reproduce(commands) -> None:
     reproduce.add_argument("--store", type=Path, help=STORE_HELP)
     reproduce.add_argument("--out", type=Path, help="report directory (default: results/<profile>)")
     reproduce.add_argument("--max-concurrent", type=int, help="jobs at a time (default: the executor's)")
+    reproduce.add_argument("--no-launch", action="store_true",
+                           help="launch nothing: report the runs the store already holds (the others show as "
+                                "pending or missing)")
     reproduce.add_argument("--no-pages", dest="pages", action="store_false",
                            help="executed notebooks and CSV tables only: no HTML pages, index or figure files")
+
+
+def _add_weights(commands) -> None:
+    from tsd_study.studies.profiles import PROFILES
+    from tsd_study.weights import WEIGHTS_VARIABLE
+
+    weights = commands.add_parser("weights", help="the pretrained checkpoints configs initialise from").add_subparsers(
+        dest="weights_command", required=True, metavar="WEIGHTS_COMMAND")
+    fetch = _command(weights, "fetch", _weights_fetch,
+                     f"download every checkpoint the chosen configs initialise from into the weights cache "
+                     f"(${WEIGHTS_VARIABLE}), which jobs then read instead of the network")
+    fetch.add_argument("--profile", default="full", choices=list(PROFILES),
+                       help="the profile's configs (default: full)")
+    fetch.add_argument("--only", nargs="+", metavar="NAME",
+                       help="only these studies' configs (default: every study's), e.g. table1 table5 or table1,table5")
+    fetch.add_argument("--config", nargs="+", metavar="CONFIG",
+                       help="these configs instead of studies' (files, or packaged names such as full/tsd_pc_r101)")
+    fetch.add_argument("--dir", type=Path, help=f"the weights cache (default: ${WEIGHTS_VARIABLE})")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -227,9 +259,9 @@ def _data_voc2coco(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from tsd_study.data import check_dataset, resolve_dataset
+    from tsd_study.data import checked_dataset
 
-    _print_summaries(check_dataset(resolve_dataset(args.dataset)))
+    _print_summaries(checked_dataset(args.dataset, recheck=True)[1])
     return 0
 
 
@@ -355,10 +387,35 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from tsd_study.runs.plan import study_configs
+    from tsd_study.weights import WEIGHTS_VARIABLE, WeightsError, weights_dir
+    from tsd_study.weights_fetch import fetch_weights
+
+    directory = args.dir or weights_dir()
+    if directory is None:
+        raise WeightsError(f"weights fetch: no weights cache: set ${WEIGHTS_VARIABLE} to a folder the jobs can read "
+                           f"(on a cluster, one on the shared file system), or pass --dir")
+    only = [name for text in args.only or ["all"] for name in text.split(",")]
+    configs = [(config, {}) for config in args.config] if args.config else study_configs(_study_names(only),
+                                                                                         args.profile)
+    fetched = fetch_weights(configs, directory)
+    print(f"{fetched} checkpoint(s) ready in {directory}; jobs read them when ${WEIGHTS_VARIABLE}={directory} is set "
+          f"in their environment" if fetched else "the chosen configs name no checkpoint file: nothing to download")
+    return 0
+
+
 def _bench_step(args: argparse.Namespace) -> int:
     from tsd_study.bench.step import bench_step
 
     bench_step(tuple(args.configs), after=args.after, steps=args.steps, dataset=args.dataset)
+    return 0
+
+
+def _bench_plan(args: argparse.Namespace) -> int:
+    from tsd_study.bench.plan import bench_plan
+
+    bench_plan(scale=args.scale, studies=tuple(args.studies), out=args.out)
     return 0
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from mmengine.config import Config
 
-from tsd_study.data import apply_dataset, check_dataset, resolve_dataset
+from tsd_study.data import apply_dataset, checked_dataset
 from tsd_study.external_configs import remember_lookups
 from tsd_study.switches import TSDSwitches
+from tsd_study.weights import use_weights_cache, weights_dir
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 CONFIG_PROFILES = ("cpu", "full")  # the folders of packaged configs; study profiles are in studies/profiles.py
@@ -42,21 +43,25 @@ def read_config(config: str | Path, import_modules: bool = True) -> Config:
 def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: dict[str, Any] | None = None,
                 work_dir: str | Path | None = None, max_iters: int | None = None,
                 import_modules: bool = True) -> Config:
-    """Build a ready-to-run config: overrides merged, dataset resolved and checked, switches validated.
+    """Build a ready-to-run config: overrides merged, checkpoints pointed at the weights cache when there is one
+    (``tsd_study.weights``), dataset resolved and checked, switches validated.
 
-    Everything that can be wrong with the input fails here, before a Runner exists. ``import_modules=False`` skips
-    the config's ``custom_imports`` (torch, mmdetection, the plugin): for checking configs without building them.
+    Everything that can be wrong with the input fails here, before a Runner exists; each annotation file is checked
+    once per version of it (``tsd_study.data.check_records``). ``import_modules=False`` skips the config's
+    ``custom_imports`` (torch, mmdetection, the plugin): for checking configs without building them.
     """
     cfg = read_config(config, import_modules)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if max_iters is not None:
         set_max_iters(cfg, max_iters)
+    weights = weights_dir()
+    if weights is not None:
+        use_weights_cache(cfg, weights, str(config))
     dataset_ref = dataset or cfg.get("tsd_dataset")
     if not dataset_ref:
         raise ConfigError(f"{config}: no dataset: set `tsd_dataset` in the config or pass one")
-    spec = resolve_dataset(dataset_ref)
-    check_dataset(spec)
+    spec, _ = checked_dataset(dataset_ref)
     apply_dataset(cfg, spec)
     cfg.tsd_dataset = dataset_ref
     roi_head = cfg.model.get("roi_head", {})

@@ -24,7 +24,7 @@ from tsd_study.data.spec import (
     DatasetSpec,
     SplitFiles,
     read_classes,
-    read_manifest,
+    read_manifest_files,
     split_sizes,
 )
 
@@ -50,19 +50,28 @@ def default_data_home() -> Path:
 
 def resolve_dataset(ref: str, data_home: Path | None = None) -> DatasetSpec:
     """The dataset a reference names (forms in ACCEPTED_REFS); a `shapes` dataset is generated if missing."""
+    name, train, val = locate_dataset(ref, data_home)
+    return DatasetSpec(name=name, train=train, val=val, classes=read_classes(train.ann_file))
+
+
+def locate_dataset(ref: str, data_home: Path | None = None) -> tuple[str, SplitFiles, SplitFiles]:
+    """The name and the train and val files of the dataset a reference names, found without parsing the annotation
+    files (a `shapes` dataset is generated if missing)."""
     kind, colon, argument = ref.partition(":")
     if kind == "shapes":
-        return _resolve_shapes(ref, argument.split(":") if colon else [], data_home or default_data_home())
+        return read_manifest_files(
+            _generate_shapes(ref, argument.split(":") if colon else [], data_home or default_data_home()))
     if kind == "coco2017":
-        return _resolve_coco2017(Path(argument) if argument else DEFAULT_COCO_ROOT)
+        return _locate_coco2017(Path(argument) if argument else DEFAULT_COCO_ROOT)
     directory = Path(ref).expanduser()
     if directory.is_dir():
-        return _resolve_directory(directory)
+        return _locate_directory(directory)
     raise DatasetError(f"unknown dataset reference {ref!r} (not a directory either); accepted: {ACCEPTED_REFS}")
 
 
-def _resolve_shapes(ref: str, fields: list[str], home: Path) -> DatasetSpec:
-    """Generate once, under a lock, so that concurrent callers share one complete folder."""
+def _generate_shapes(ref: str, fields: list[str], home: Path) -> Path:
+    """The folder of a `shapes` reference, generated once, under a lock, so that concurrent callers share one
+    complete folder."""
     if len(fields) > 2 or not all(field.isdigit() for field in fields):
         raise DatasetError(
             f"malformed reference {ref!r}: N and SEED must be non-negative integers; accepted: {ACCEPTED_REFS}"
@@ -79,28 +88,26 @@ def _resolve_shapes(ref: str, fields: list[str], home: Path) -> DatasetSpec:
         with FileLock(str(home / f".{out_dir.name}.lock")):
             if not out_dir.is_dir():
                 generate_shapes(out_dir, num_images, seed, DEFAULT_IMAGE_SIZE)
-    return read_manifest(out_dir)
+    return out_dir
 
 
-def _resolve_coco2017(root: Path) -> DatasetSpec:
+def _locate_coco2017(root: Path) -> tuple[str, SplitFiles, SplitFiles]:
     root = root.expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"{root}: COCO 2017 root does not exist (expected annotations/, train2017/, val2017/)")
-    splits = {
-        split: SplitFiles(root / "annotations" / f"instances_{split}2017.json", root / f"{split}2017")
-        for split in ("train", "val")
-    }
-    for files in splits.values():
+    train, val = (SplitFiles(root / "annotations" / f"instances_{split}2017.json", root / f"{split}2017")
+                  for split in ("train", "val"))
+    for files in (train, val):
         for path in (files.ann_file, files.image_dir):
             if not path.exists():
                 raise DatasetError(f"{path}: missing from the COCO 2017 layout under {root}")
-    return DatasetSpec(name="coco2017", classes=read_classes(splits["train"].ann_file), **splits)
+    return "coco2017", train, val
 
 
-def _resolve_directory(directory: Path) -> DatasetSpec:
+def _locate_directory(directory: Path) -> tuple[str, SplitFiles, SplitFiles]:
     directory = directory.resolve()
     if (directory / MANIFEST_NAME).is_file():
-        return read_manifest(directory)
+        return read_manifest_files(directory)
     expected = (directory / "train.json", directory / "val.json", directory / "images")
     missing = [path.name for path in expected if not path.exists()]
     if missing:
@@ -108,12 +115,8 @@ def _resolve_directory(directory: Path) -> DatasetSpec:
             f"{directory}: no {MANIFEST_NAME}, and no {' or '.join(missing)} either; accepted: {ACCEPTED_REFS}"
         )
     train_json, val_json, images = expected
-    return DatasetSpec(
-        name=directory.name,
-        train=SplitFiles(ann_file=train_json, image_dir=images),
-        val=SplitFiles(ann_file=val_json, image_dir=images),
-        classes=read_classes(train_json),
-    )
+    return directory.name, SplitFiles(ann_file=train_json, image_dir=images), SplitFiles(ann_file=val_json,
+                                                                                          image_dir=images)
 
 
 def apply_dataset(cfg: Config, spec: DatasetSpec) -> None:

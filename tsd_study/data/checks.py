@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tsd_study.data.spec import AREA_BUCKETS, DatasetError, DatasetSpec, area_bucket, load_json
+from tsd_study.data.spec import AREA_BUCKETS, DatasetError, DatasetSpec, SplitFiles, area_bucket, load_json
 
 MAX_EXAMPLES = 5
 BOX_TOLERANCE = 1.0  # px a box may stick out of its image
@@ -38,6 +38,8 @@ class SplitSummary:
     categories: dict[int, str]
     category_counts: dict[str, int]
     area_counts: dict[str, int]
+    image_folders: tuple[str, ...]
+    """The folders its images lie in, relative to the image directory ('' for the directory itself)."""
 
 
 class _Problems:
@@ -119,6 +121,7 @@ def check_split(ann_file: Path, image_dir: Path, check_images: bool = True) -> S
         categories={int(category["id"]): str(category["name"]) for category in sorted(categories, key=_category_id)},
         category_counts=_category_counts(categories, category_ids),
         area_counts=_area_counts(areas),
+        image_folders=tuple(sorted({posixpath.dirname(str(image["file_name"])) for image in images})),
     )
 
 
@@ -128,12 +131,17 @@ def check_dataset(spec: DatasetSpec) -> dict[str, SplitSummary]:
         "train": check_split(spec.train.ann_file, spec.train.image_dir),
         "val": check_split(spec.val.ann_file, spec.val.image_dir),
     }
+    check_same_categories(spec.train, spec.val, summaries)
+    return summaries
+
+
+def check_same_categories(train: SplitFiles, val: SplitFiles, summaries: dict[str, SplitSummary]) -> None:
+    """DatasetError naming the val file unless the two splits' summaries list the same categories."""
     if summaries["train"].categories != summaries["val"].categories:
         raise DatasetError(
-            f"{spec.val.ann_file}: categories {summaries['val'].categories} differ from those of "
-            f"{spec.train.ann_file}: {summaries['train'].categories}"
+            f"{val.ann_file}: categories {summaries['val'].categories} differ from those of "
+            f"{train.ann_file}: {summaries['train'].categories}"
         )
-    return summaries
 
 
 def _load_coco(ann_file: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:

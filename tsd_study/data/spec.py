@@ -112,8 +112,8 @@ def write_manifest(directory: Path, spec: DatasetSpec) -> None:
     write_json_atomic(directory / MANIFEST_NAME, manifest)
 
 
-def read_manifest(directory: Path) -> DatasetSpec:
-    """The DatasetSpec described by `directory/dataset.json` (classes from the train json's categories)."""
+def read_manifest_files(directory: Path) -> tuple[str, SplitFiles, SplitFiles]:
+    """The name and the train and val files `directory/dataset.json` describes."""
     manifest_path = directory / MANIFEST_NAME
     manifest = load_json(manifest_path)
     try:
@@ -128,4 +128,10 @@ def read_manifest(directory: Path) -> DatasetSpec:
     except (KeyError, TypeError) as error:
         expected = "{'name': ..., 'train': {'ann_file': ..., 'image_dir': ...}, 'val': {...}}"
         raise DatasetError(f"{manifest_path}: expected {expected}; missing or malformed entry {error}") from None
+    return name, train, val
+
+
+def read_manifest(directory: Path) -> DatasetSpec:
+    """The DatasetSpec described by `directory/dataset.json` (classes from the train json's categories)."""
+    name, train, val = read_manifest_files(directory)
     return DatasetSpec(name=name, train=train, val=val, classes=read_classes(train.ann_file))

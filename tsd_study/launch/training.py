@@ -11,7 +11,8 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from tsd_study.random_state import RandomStateHook
 from tsd_study.runs.manifest import build_manifest
 from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunState, RunStatus, now
 
-from .job_environment import THREADS_VARIABLE, JobContext, latest_checkpoint
+from .job_environment import FAILED, FINISHED, THREADS_VARIABLE, TRAIN, JobContext, TaskGate, latest_checkpoint
 
 LATENCY_IMAGES = 30
 LATENCY_WARMUP = 5
@@ -50,28 +51,60 @@ def train_and_evaluate(run_dir: Path | str, hooks: Sequence[Hook] = ()) -> dict[
     """Train and evaluate the run in ``run_dir`` unless it is finished; returns its metrics.json content.
 
     The run's lock is held throughout, so a second process given the same run waits, then returns the metrics the
-    first one wrote. Training resumes from the newest complete checkpoint in ``work/``. On failure the status records
-    the exception and the log tail, and the exception propagates. ``hooks`` are registered on the training Runner
-    beside the run's own.
+    first one wrote. In a distributed job task 0 takes the lock and keeps the books; the other tasks wait for its word
+    (TaskGate) before they build anything, so none of them can time out while task 0 waits for the lock. Training
+    resumes from the newest complete checkpoint in ``work/``. On failure the status records the exception and the
+    log tail, and the exception propagates. ``hooks`` are registered on the training Runner beside the run's own.
     """
     run = RunDir(run_dir)
     context = JobContext.current()
     _limit_threads()
     line_buffered_output()
-    if not context.is_main:  # the other tasks of a distributed job train alongside task 0, which keeps the books
-        return run.metrics() or _train_and_evaluate(run, context, hooks)
-    with run.training_lock():
+    if not context.is_main:  # task 0 keeps the books; the others train alongside it once it says so
         finished = run.metrics()
-        if finished is not None:
-            return finished
-        _start_attempt(run, context)
+        if finished is None and TaskGate.of(run.path, context).wait() == TRAIN:
+            return _train_and_evaluate(run, context, hooks)
+        return finished or run.metrics() or {}
+    gate = TaskGate.of(run.path, context) if context.num_tasks > 1 else None
+    with _training_lock(run, gate):
+        try:
+            finished = run.metrics()
+            if finished is not None:
+                _announce(gate, FINISHED)
+                return finished
+            _start_attempt(run, context)
+        except BaseException:
+            _announce(gate, FAILED)
+            raise
+        _announce(gate, TRAIN)
         try:
             metrics = _train_and_evaluate(run, context, hooks)
         except Exception as error:
             _record_failure(run, error)
             raise
+        if gate is not None:  # every task trained, so every task has passed it
+            gate.path.unlink(missing_ok=True)
         _finish(run, metrics)
         return metrics
+
+
+@contextmanager
+def _training_lock(run: RunDir, gate: TaskGate | None) -> Iterator[None]:
+    """Hold the run's lock; in a distributed job, task 0 beats ``gate`` while it waits for it."""
+    lock = run.training_lock()
+    if gate is None:
+        lock.acquire()
+    else:
+        gate.acquire(lock)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _announce(gate: TaskGate | None, word: str) -> None:
+    if gate is not None:
+        gate.announce(word)
 
 
 def _limit_threads() -> None:

@@ -114,6 +114,20 @@ def plan(studies: Sequence[str | Study], profile: str | Profile, seeds: Sequence
                 runs=tuple(runs))
 
 
+def study_configs(studies: Sequence[str | Study], profile: str | Profile) -> list[tuple[str, dict[str, Any]]]:
+    """The distinct (config, overrides) the studies' rows train in ``profile``, without loading the configs.
+
+    Raises PlanError listing every unknown study and bad override.
+    """
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    loaded, problems = _load_studies(studies)
+    cells = _cells(loaded, profile, problems)
+    if problems:
+        raise PlanError(f"cannot list the configs of {', '.join(_names(studies))} in profile {profile.name!r}:\n  "
+                        + "\n  ".join(problems))
+    return [(cell.config, cell.overrides) for cell in cells]
+
+
 def _names(studies: Sequence[str | Study]) -> list[str]:
     return [study if isinstance(study, str) else study.name for study in studies]
 
