@@ -17,7 +17,7 @@ MMCV_BUILD_FLAGS := MMCV_WITH_OPS=1 MAX_JOBS=$(shell nproc) CFLAGS="-DNDEBUG -O3
 
 PROFILE ?= cpu
 
-.PHONY: setup setup-gpu system-deps reproduce test lab lock clean-venv
+.PHONY: setup setup-gpu gpu-check system-deps reproduce test lab lock clean-venv
 
 setup: $(STAMP)
 
@@ -35,13 +35,21 @@ $(STAMP): constraints.txt pyproject.toml
 	@touch $@
 	@echo "environment ready: $(VENV)"
 
-# In the activated conda environment of environment.yml (a GPU cluster): mmcv with CUDA ops, then tsd-study.
+# In the activated conda environment of environment.yml, on a GPU cluster's login node (no GPU needed) or a GPU node:
+# mmcv compiled with its CUDA ops, then tsd-study (tsd_study/mmcv_cuda.py; docs/gpu.md). The architectures are
+# $$TORCH_CUDA_ARCH_LIST if set, else the cuda_arch_list of the site profile SITE, else every one torch has kernels for.
+# The wheel is kept in $(CACHE_DIR)/wheels, one per architecture list, for later set-ups and offline GPU machines.
+SITE ?=
+JOBS ?= $(shell nproc)
 setup-gpu:
-	@python -c "import torch, shutil, sys; cuda = torch.version.cuda; nvcc = shutil.which('nvcc'); \
-	  sys.exit(None if cuda and nvcc else 'setup-gpu needs the CUDA build of torch and nvcc (conda env of environment.yml)')"
-	MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=$(shell nproc) python -m pip install --no-build-isolation --no-deps \
-	  -c constraints.txt mmcv==$(call pin,mmcv)
+	python -m tsd_study.mmcv_cuda build --mmcv $(call pin,mmcv) --cache $(CACHE_DIR) --jobs $(JOBS) $(if $(SITE),--site $(SITE))
 	python -m pip install --no-deps -e .
+
+# The prepared check of the GPU path on a machine with one NVIDIA GPU, after setup-gpu (docs/gpu.md): 9 minutes at
+# most, no internet; one summary file, $(GPU_CHECK_OUT)/summary.json.
+GPU_CHECK_OUT ?= work_dirs/gpu-check
+gpu-check:
+	python cluster/gpu-check --out $(GPU_CHECK_OUT)
 
 reproduce: setup
 	$(BIN)/tsd-study reproduce --profile $(PROFILE)

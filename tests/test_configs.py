@@ -4,6 +4,8 @@ full-scale Table 1 models have the paper's parameter counts."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import io
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from mmengine.config import Config
 from model_fixtures import packaged_config
 from tsd_study import external_configs
 from tsd_study.cli import main
-from tsd_study.models import TSDSwitches
+from tsd_study.models import DeformRoIExtractor, TSDSwitches
 from tsd_study.config_loading import CONFIG_PROFILES, CONFIG_ROOT
 from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES as STUDY_PROFILES
@@ -55,7 +57,17 @@ def shared_cells() -> list[str]:
                   if not any(is_profile_root(CONFIG_ROOT / profile / name) for profile in CONFIG_PROFILES))
 
 
+OPTIONAL_ARGUMENTS = {"model.roi_head.tsd": {field.name for field in dataclasses.fields(TSDSwitches)},
+                      "model.roi_head.derived_roi_extractor": set(inspect.signature(DeformRoIExtractor).parameters)}
+"""Overrides that may name a key the config leaves at its default: a TSD switch, or an argument of the extractor of
+the derived proposals."""
+
+
 def has_key(cfg: Config, dotted: str) -> bool:
+    """Whether ``dotted`` is a key of ``cfg``, or an optional argument of the module its parent key configures."""
+    parent, _, name = dotted.rpartition(".")
+    if name in OPTIONAL_ARGUMENTS.get(parent, ()):
+        return True
     node = cfg.to_dict()
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:

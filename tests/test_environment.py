@@ -52,6 +52,8 @@ def test_environment_pins_the_whole_stack():
 
 
 def test_mmcv_version_comes_from_constraints():
-    """The GPU set-up builds mmcv at the constraints' version (Makefile setup-gpu reads it from there)."""
+    """Both set-ups build mmcv at the constraints' version (the Makefile reads it from there)."""
     assert constraint_pins()["mmcv"] == "2.1.0"
-    assert "mmcv==$(call pin,mmcv)" in (ROOT / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "mmcv==$(call pin,mmcv)" in makefile  # setup (CPU)
+    assert "python -m tsd_study.mmcv_cuda build --mmcv $(call pin,mmcv)" in makefile  # setup-gpu

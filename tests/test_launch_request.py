@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from tsd_study.cli import build_parser, main
-from tsd_study.launch.request import StudyRequest
+from tsd_study.launch.request import StudyRequest, run_study
 from tsd_study.report import run_study_notebook
+from tsd_study.runs import RunState
 
 
 def from_command_line(*args: str) -> StudyRequest:
@@ -53,6 +54,8 @@ def test_parameters_give_papermill_a_list_of_seeds_and_round_trip(tmp_path: Path
     (dict(executor="slurm"), "site: the slurm executor needs a site profile"),
     (dict(max_concurrent=0), "max_concurrent: must be at least 1, got 0"),
     (dict(reuse="no"), "reuse: expected True or False, got 'no'"),
+    (dict(launch="no"), "launch: expected True or False, got 'no'"),
+    (dict(launch=False, reuse=False), "reuse: False retrains runs, which needs launch=True"),
     (dict(store=3), "store: expected a path or None, got 3"),
     (dict(dataset=48), "dataset: expected a dataset reference or None, got 48"),
 ])
@@ -72,3 +75,16 @@ def test_the_command_line_refuses_a_site_for_the_local_executor(capsys: pytest.C
     assert main(["reproduce", "--site", "local"]) == 2
     assert capsys.readouterr().err == ("tsd-study: error: site: a site profile is for the slurm executor; the local "
                                        "executor takes none\n")
+
+
+def test_without_launch_the_states_come_from_the_store_and_nothing_trains(tmp_path: Path) -> None:
+    """``launch=False`` (``reproduce --no-launch``): report what the store holds; a run never launched stays
+    pending and no run directory, job or lock is created."""
+    request = from_command_line("reproduce", "--profile", "smoke", "--seeds", "0", "--store", str(tmp_path),
+                                "--no-launch")
+    assert request == StudyRequest("smoke", seeds=(0,), store=tmp_path, launch=False)
+    assert StudyRequest.from_parameters(**request.parameters()) == request
+    launched = run_study(request, ["table2"], progress=False)
+    assert launched.plan.distinct_runs > 0
+    assert set(launched.states.values()) == {RunState.PENDING}
+    assert list(tmp_path.iterdir()) == []

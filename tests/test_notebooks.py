@@ -43,7 +43,7 @@ REFERENCE = ROOT / "tests" / "smoke_reference"
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 NAMES = (*NOTEBOOK_STUDIES, OVERVIEW)
 PARAMETERS = {"profile": "cpu", "executor": "local", "site": None, "seeds": [0, 1, 2], "dataset": None,
-              "store": None, "reuse": True, "max_concurrent": None}
+              "store": None, "reuse": True, "max_concurrent": None, "launch": True}
 CELL_TIMEOUT_S = 3600  # the first notebook of the session trains the runs it needs
 AP_TOLERANCE = 0.05
 """How far our AP-like number may be from the reference's: half the unit of the place the tables print AP (one

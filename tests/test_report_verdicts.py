@@ -11,7 +11,9 @@ import pytest
 
 from tsd_study.report import RunResult, StudyResults
 from tsd_study.report.stats import estimate
-from tsd_study.report.verdicts import MIN_EFFECT_AP, Outcome, judge, judge_check, min_effect
+from tsd_study.report.notebook import effect_summary_text
+from tsd_study.report.verdicts import (MIN_EFFECT_AP, Direction, Outcome, effect_direction, effect_directions, judge,
+                                     judge_check, min_effect)
 from tsd_study.studies import StudyError, load_study, parse_study, study_names
 
 # Student's t quantiles t(0.975, df) from printed tables (e.g. NIST/SEMATECH e-Handbook, Table 1.4.2.7).
@@ -193,3 +195,34 @@ def test_a_claim_on_a_row_that_had_not_converged_says_so() -> None:
     (verdict,) = judge(results)
     assert verdict.unconverged == ("tsd_joint",)
     assert "had not flattened: tsd_joint" in verdict.detail
+
+
+@pytest.mark.parametrize(("effects", "direction"), [
+    ([1.8, 2.1, 1.9], Direction.UP),
+    ([-1.8, -2.1, -1.9], Direction.DOWN),
+    ([0.1, -0.1, 0.05], Direction.NONE),  # the whole interval within +-0.5
+    ([1.0, -0.5, 0.4], Direction.UNDECIDED),
+    ([3.0], Direction.NO_INTERVAL),
+    ([math.nan, math.nan], Direction.NO_DATA),
+])
+def test_effect_direction_puts_the_interval_against_plus_and_minus_the_minimum(
+        effects: list[float], direction: Direction) -> None:
+    assert effect_direction(estimate(effects), minimum=0.5) == direction
+
+
+def test_effect_summary_names_each_row_with_its_own_reference() -> None:
+    """released_vs_paper measures each TSD + PC row against its twin without PC: PC's effect under its choices."""
+    results = results_of("released_vs_paper", "cpu", {
+        "tsd_joint": {"AP": [60.0, 61.0, 62.0]}, "tsd_pc": {"AP": [62.0, 63.1, 63.9]},
+        "detached_nopc": {"AP": [60.0, 61.0, 62.0]}, "simpledet": {"AP": [58.0, 59.1, 59.9]}})
+    directions = effect_directions(results).set_index("row").direction
+    assert directions["TSD + PC, the paper's choices"] == Direction.UP
+    assert directions["TSD + PC, SimpleDet-like: target and M_loc detached from P_r"] == Direction.DOWN
+    text = effect_summary_text(results)
+    assert "TSD + PC, SimpleDet-like: target and M_loc detached from P_r (against TSD w/o PC, target detached): -2.0" \
+        in text
+    assert "**Lowers it:**" in text and "**Raises it:**" in text
+    assert "- TSD + PC, released margins 0.3 / 0.3 (against TSD w/o PC (jointly trained with H*))\n" in text
+    shown = results.display_table()
+    assert shown.loc["TSD + PC, SimpleDet-like: target and M_loc detached from P_r", ("", "effect against")] == \
+        "TSD w/o PC, target detached"

@@ -58,8 +58,9 @@ def test_plan_all_counts_runs_shared_across_the_paper(capsys: pytest.CaptureFixt
                            "--store", str(tmp_path))
     assert code == 0
     header = out.splitlines()[0]
-    assert header.startswith("table1, table2, table3, table4, table5, table6, table7, table8, table9, fig4 in profile "
-                             "smoke, seeds 0,1: 60 table cells need 40 distinct runs, 8 shared between tables")
+    assert header.startswith("table1, table2, table3, table4, table5, table6, table7, table8, table9, fig4, "
+                             "released_vs_paper in profile smoke, seeds 0,1: 86 table cells need 62 distinct runs, "
+                             "8 shared between tables")
 
 
 def test_status_shows_each_run_its_rows_and_metrics_or_error(capsys: pytest.CaptureFixture[str],

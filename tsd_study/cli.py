@@ -204,6 +204,9 @@ def _add_reproduce(commands) -> None:
     reproduce.add_argument("--store", type=Path, help=STORE_HELP)
     reproduce.add_argument("--out", type=Path, help="report directory (default: results/<profile>)")
     reproduce.add_argument("--max-concurrent", type=int, help="jobs at a time (default: the executor's)")
+    reproduce.add_argument("--no-launch", action="store_true",
+                           help="launch nothing: report the runs the store already holds (the others show as "
+                                "pending or missing)")
     reproduce.add_argument("--no-pages", dest="pages", action="store_false",
                            help="executed notebooks and CSV tables only: no HTML pages, index or figure files")
 

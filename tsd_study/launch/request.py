@@ -22,7 +22,8 @@ from .executors import check_executor, make_backend, run_plan
 class StudyRequest:
     """What to run: the profile (with ``dataset`` in place of its own when given), the seeds, the run store (None:
     ``default_store()``), the executor with its SLURM site profile (slurm only), jobs at a time (None: the
-    executor's default) and whether finished runs are reused (False retrains them from scratch).
+    executor's default), whether finished runs are reused (False retrains them from scratch) and whether anything
+    is launched at all (False reports the runs the store already holds, e.g. while a cluster still trains the rest).
 
     Every field is checked on construction; a bad one is a one-line ValueError that starts with its name.
     """
@@ -35,6 +36,7 @@ class StudyRequest:
     max_concurrent: int | None = None
     reuse: bool = True
     dataset: str | None = None
+    launch: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -47,8 +49,11 @@ class StudyRequest:
         if self.store is not None and not isinstance(self.store, Path):
             raise ValueError(f"store: expected a path or None, got {self.store!r}")
         check_executor(self.executor, self.site, self.max_concurrent)
-        if not isinstance(self.reuse, bool):
-            raise ValueError(f"reuse: expected True or False, got {self.reuse!r}")
+        for name in ("reuse", "launch"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        if not (self.reuse or self.launch):
+            raise ValueError("reuse: False retrains runs, which needs launch=True")
         if self.dataset is not None and not isinstance(self.dataset, str):
             raise ValueError(f"dataset: expected a dataset reference or None, got {self.dataset!r}")
 
@@ -56,7 +61,7 @@ class StudyRequest:
     def from_parameters(cls, *, profile: str = "cpu", executor: str = "local", site: str | None = None,
                         seeds: int | Sequence[int] = DEFAULT_SEEDS, dataset: str | None = None,
                         store: Path | str | None = None, reuse: bool = True,
-                        max_concurrent: int | None = None) -> StudyRequest:
+                        max_concurrent: int | None = None, launch: bool = True) -> StudyRequest:
         """From a notebook's parameters cell (the defaults are its defaults): ``seeds`` one integer or a list of
         them, ``store`` a path string or None."""
         if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -64,14 +69,16 @@ class StudyRequest:
         if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
             raise ValueError(f"seeds: expected an integer or a list of integers such as [0, 1, 2], got {seeds!r}")
         return cls(profile=profile, seeds=tuple(seeds), store=Path(store) if isinstance(store, str) else store,
-                   executor=executor, site=site, max_concurrent=max_concurrent, reuse=reuse, dataset=dataset)
+                   executor=executor, site=site, max_concurrent=max_concurrent, reuse=reuse, dataset=dataset,
+                   launch=launch)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> StudyRequest:
         """From ``tsd-study study run`` or ``tsd-study reproduce``: seeds parsed already, ``--force`` (where the
-        command has it) means no reuse."""
+        command has it) means no reuse, ``--no-launch`` (where it has it) launches nothing."""
         return cls(profile=args.profile, seeds=args.seeds, store=args.store, executor=args.executor, site=args.site,
-                   max_concurrent=args.max_concurrent, reuse=not getattr(args, "force", False))
+                   max_concurrent=args.max_concurrent, reuse=not getattr(args, "force", False),
+                   launch=not getattr(args, "no_launch", False))
 
     @property
     def resolved_profile(self) -> Profile:
@@ -87,7 +94,7 @@ class StudyRequest:
         """The request as a notebook's parameters (seeds a list, store a string or None), for papermill."""
         return dict(profile=self.profile, executor=self.executor, site=self.site, seeds=list(self.seeds),
                     dataset=self.dataset, store=None if self.store is None else str(self.store), reuse=self.reuse,
-                    max_concurrent=self.max_concurrent)
+                    max_concurrent=self.max_concurrent, launch=self.launch)
 
 
 @dataclass(frozen=True)
@@ -107,12 +114,16 @@ class StudyRun:
 def run_study(request: StudyRequest, studies: Sequence[str], *, progress: bool = True, show_runs: bool = False,
               expected_s: Mapping[str, float] | None = None) -> StudyRun:
     """Plan the runs ``studies`` need (each distinct run once) and train those not finished (every one unless
-    ``request.reuse``) with the request's executor, waiting for them.
+    ``request.reuse``) with the request's executor, waiting for them; with ``request.launch`` False, only read each
+    run's state from the store.
 
     ``progress`` shows the engine's progress bar; ``show_runs`` prints each run's metrics as it ends; ``expected_s``
     (seconds by run id, e.g. from an earlier report) submits the longest runs first.
     """
     store = request.run_store
+    if not request.launch:
+        planned = plan(list(studies), request.resolved_profile, request.seeds)
+        return StudyRun(planned, {run.run_id: store.run(run.run_id).state() for run in planned.runs}, 0)
     backend = make_backend(request.executor, store, site=request.site, max_concurrent=request.max_concurrent)
     planned = plan(list(studies), request.resolved_profile, request.seeds)
     submitted = planned.longest_first(expected_s) if expected_s else planned

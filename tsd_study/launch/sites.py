@@ -46,6 +46,7 @@ class Site:
     slurm_conf: str | None = None
     max_requeues: int = DEFAULT_MAX_REQUEUES
     poll_s: float = DEFAULT_POLL_S
+    cuda_arch_list: str | None = None
     source: str = ""
 
     def environment(self) -> dict[str, str]:
@@ -63,12 +64,12 @@ class Site:
         return nodes, math.ceil(gpus / nodes)
 
 
-_OPTIONAL = {"slurm_conf", "max_requeues", "poll_s"}
+_OPTIONAL = {"slurm_conf", "max_requeues", "poll_s", "cuda_arch_list"}
 _KEY_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "partition": (str,), "nodes_max": (int,), "gpus_per_node": (int,), "cpus_per_task": (int,),
     "mem_gb": (int, float), "time_min": (int,), "account": (str, type(None)), "qos": (str, type(None)),
     "constraint": (str, type(None)), "max_concurrent": (int,), "setup": (list,), "slurm_conf": (str,),
-    "max_requeues": (int,), "poll_s": (int, float),
+    "max_requeues": (int,), "poll_s": (int, float), "cuda_arch_list": (str,),
 }
 _MINIMUM = {"nodes_max": 1, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 0.1, "time_min": MIN_TIME_MIN,
             "max_concurrent": 1, "max_requeues": 0, "poll_s": 1}

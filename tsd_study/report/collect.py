@@ -206,6 +206,10 @@ class StudyResults:
                               self.paper_effect(row.id, metric), converged))
         return pd.DataFrame(lines, columns=list(TABLE_COLUMNS))
 
+    def _reference_name(self, row_id: str) -> str:
+        reference = self.study.reference_of(row_id)
+        return "" if reference is None else self.study.row(reference).name
+
     def display_table(self) -> pd.DataFrame:
         """The table as a person reads it: per metric ``ours ± half-interval``, our effect against the reference
         row (± half its seed-paired interval), the paper's number and the paper's effect; and per row the model
@@ -232,6 +236,8 @@ class StudyResults:
         about = pd.DataFrame({"model": [self.models.get(row.id, "") for row in self.rows],
                               "converged": [_format_converged(self.converged(row.id)) for row in self.rows]},
                              index=rows)
+        if any(row.reference for row in self.rows):
+            about.insert(0, "effect against", [self._reference_name(row.id) for row in self.rows])
         if down == "row":
             about.columns = pd.MultiIndex.from_product([[""], about.columns])
             shown = pd.concat([about, shown], axis=1)

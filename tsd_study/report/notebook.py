@@ -24,13 +24,14 @@ from tsd_study.studies import load_study, study_names
 
 from .collect import StudyResults, collect
 from .figures import png_bytes, study_figures
-from .verdicts import ClaimVerdict, Outcome, judge, verdict_table
+from .verdicts import MIN_EFFECT_AP, ClaimVerdict, Direction, Outcome, effect_directions, judge, verdict_table
 
 # mmengine imports pkg_resources, which setuptools deprecates: noise in every notebook, nothing for our readers.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-NOTEBOOK_STUDIES = ("table1", "table2", "table3", "table4", "table5", "table7", "table9", "fig4")
-"""The studies that have a notebook (``notebooks/<name>.ipynb``), in paper order; plus ``overview``."""
+NOTEBOOK_STUDIES = ("table1", "table2", "table3", "table4", "table5", "table7", "table9", "fig4", "released_vs_paper")
+"""The studies that have a notebook (``notebooks/<name>.ipynb``), in paper order, then the studies beyond the
+paper; plus ``overview``."""
 OVERVIEW = "overview"
 VERDICT_COLOURS = {Outcome.CONFIRMED: "#dafbe1", Outcome.NOT_CONFIRMED: "#ffebe9", Outcome.INCONCLUSIVE: "#fff8c5"}
 
@@ -63,6 +64,11 @@ class StudyReport:
     def verdicts(self) -> Styler:
         """One line per claim: the computed verdict, its basis, and whether the paper's own numbers satisfy it."""
         return style_verdicts(verdict_table(self.claims).drop(columns="study"), f"{self.results.study.name}-verdicts")
+
+    def effect_summary(self, metric: str = "AP") -> Markdown:
+        """Each row's effect on ``metric`` against its reference row, grouped by direction (see
+        :func:`effect_directions`); e.g. under which choices PC raises AP and under which it lowers it."""
+        return Markdown(effect_summary_text(self.results, metric))
 
     def show_figures(self) -> None:
         """Display every figure of the study (as PNG, whatever matplotlib backend the kernel uses)."""
@@ -99,6 +105,26 @@ def health_display(results: StudyResults) -> Styler | str:
                for name in health.columns if name not in ("model", "seeds")}
     return (health.rename(columns=HEALTH_LABELS).style.format(formats, na_rep="")
             .set_uuid(f"{results.study.name}-health"))
+
+
+def effect_summary_text(results: StudyResults, metric: str = "AP") -> str:
+    """Markdown: the rows grouped by the direction of their effect on ``metric``, each with its interval."""
+    directions = effect_directions(results, metric)
+    minimum = MIN_EFFECT_AP[results.profile]
+    if directions.empty:
+        return f"No row of this study has an effect on {metric} to judge."
+    lines = [f"Against its reference row, each row's effect on {metric} (mean over seeds, seed-paired 95% interval; "
+             f"minimum effect {minimum:g} points):"]
+    for direction in Direction:
+        chosen = directions[directions.direction == direction]
+        if chosen.empty:
+            continue
+        lines.append(f"\n**{direction.value.capitalize()}:**\n")
+        for line in chosen.itertuples():
+            interval = f" [{line.low:+.1f}, {line.high:+.1f}]" if line.n > 1 else ""
+            value = f": {line.effect:+.1f}{interval}" if line.n else ""
+            lines.append(f"- {line.row} (against {line.against}){value}")
+    return "\n".join(lines)
 
 
 def style_verdicts(lines: pd.DataFrame, table_id: str) -> Styler:

@@ -91,7 +91,7 @@ def reproduce(request: StudyRequest, *, only: Sequence[str] | None = None, out: 
     selected = select_notebooks(only, profile)
     sections = studies_in(profile.name, None if only is None and profile.reproduced is None else selected)
     out = Path(out) if out is not None else Path("results") / profile.name
-    _step(f"launching the runs of {', '.join(sections)} ({profile.name} profile, "
+    _step(f"{'launching' if request.launch else 'reading, without launching,'} the runs of {', '.join(sections)} ({profile.name} profile, "
           f"seeds {', '.join(map(str, request.seeds))}) into {request.run_store.root.resolve()}")
     launched = run_study(request, sections, show_runs=True, expected_s=run_seconds(out / RUNS_TABLE))
     names = [name for name in selected if name in sections] + ([] if only else [OVERVIEW])

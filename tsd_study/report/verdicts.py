@@ -115,6 +115,47 @@ def judge(results: StudyResults) -> tuple[ClaimVerdict, ...]:
     return tuple(judge_claim(results, claim) for claim in results.study.claims)
 
 
+class Direction(StrEnum):
+    """Where a row's effect against its reference lies, by its seed-paired 95% interval and the minimum effect."""
+
+    UP = "raises it"
+    DOWN = "lowers it"
+    NONE = "changes it by less than the minimum effect"
+    UNDECIDED = "undecided (the interval straddles a minimum effect)"
+    NO_INTERVAL = "no interval (one seed)"
+    NO_DATA = "not measured (no finished run for every seed of the row or its reference)"
+
+
+def effect_direction(effect: Estimate, minimum: float) -> Direction:
+    """UP or DOWN when the whole interval lies beyond +-``minimum``, NONE when it lies within, else UNDECIDED."""
+    if effect.n == 0:
+        return Direction.NO_DATA
+    if not effect.has_interval:
+        return Direction.NO_INTERVAL
+    if effect.low > minimum:
+        return Direction.UP
+    if effect.high < -minimum:
+        return Direction.DOWN
+    if -minimum < effect.low and effect.high < minimum:
+        return Direction.NONE
+    return Direction.UNDECIDED
+
+
+def effect_directions(results: StudyResults, metric: str = "AP") -> pd.DataFrame:
+    """Per trained row with a reference row: our effect on ``metric`` against it, its interval, and its direction
+    judged against the profile's minimum effect (e.g. under which choices PC raises or lowers AP)."""
+    minimum = MIN_EFFECT_AP[results.profile]
+    lines = []
+    for row in results.rows:
+        reference = results.study.reference_of(row.id)
+        if reference is None or not row.runs_in(results.profile):
+            continue
+        effect = results.effect(row.id, metric)
+        lines.append((row.name, results.study.row(reference).name, effect.mean, effect.low, effect.high, effect.n,
+                      effect_direction(effect, minimum)))
+    return pd.DataFrame(lines, columns=["row", "against", "effect", "low", "high", "n", "direction"])
+
+
 def verdict_table(verdicts: tuple[ClaimVerdict, ...]) -> pd.DataFrame:
     """One line per claim: study, claim, our verdict with its basis, and whether the paper's own numbers hold."""
     return pd.DataFrame([(verdict.study, verdict.claim.text, verdict.outcome.value, verdict.detail, verdict.paper)

@@ -110,8 +110,10 @@ class Study:
 
 
 def study_names() -> list[str]:
-    """Every defined study, in paper order (tables, then figures)."""
-    return sorted((path.stem for path in DEFINITIONS.glob("*.yaml")), key=lambda name: (name.startswith("fig"), name))
+    """Every defined study, in paper order (tables, then figures), then the studies beyond the paper."""
+    def paper_order(name: str) -> tuple[int, str]:
+        return (0 if name.startswith("table") else 1 if name.startswith("fig") else 2), name
+    return sorted((path.stem for path in DEFINITIONS.glob("*.yaml")), key=paper_order)
 
 
 @cache
