@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mmengine.config import Config
+import torch
+from mmdet.datasets.samplers import AspectRatioBatchSampler
+from mmengine.config import Config, ConfigDict
+from mmengine.dataset import DefaultSampler, sampler as mmengine_samplers
+from mmengine.optim.scheduler import LinearLR, MultiStepLR
 
 from model_fixtures import packaged_config
 from tsd_study import external_configs
 from tsd_study.cli import main
 from tsd_study.models import DeformRoIExtractor, TSDSwitches
-from tsd_study.config_loading import CONFIG_PROFILES, CONFIG_ROOT
+from tsd_study.config_loading import CONFIG_PROFILES, CONFIG_ROOT, set_max_iters
 from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES as STUDY_PROFILES
 
@@ -31,6 +35,18 @@ PROFILE_HEAD_BASE = "../_base_/{profile}_tsd_roi_head.py"
 COMMON_HEAD_BASE = "../_base_/tsd_roi_head.py"
 # Table 4's switch columns (definitions/table4.yaml) in the words of TSDSwitches.
 MANNERS = {"Point.w": "point", "Prop.w": "prop", "-": "none"}
+COCO_TRAIN_IMAGES = 117266  # train2017 images with annotations, what mmdetection's filter_empty_gt keeps
+FULL_GPUS, IMAGES_PER_GPU = 16, 2
+# The full schedules as they were written in epochs (mmengine steps epoch-based schedulers after each epoch):
+# config, epochs, the epoch-based schedulers.
+EPOCH_RECIPES = {
+    "full/faster_rcnn": (13, [
+        dict(type="LinearLR", start_factor=0.00125 / 0.04, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+        dict(type="MultiStepLR", by_epoch=True, begin=0, end=13, milestones=[8, 11], gamma=0.1)]),
+    "full/faster_rcnn_released": (14, [
+        dict(type="LinearLR", start_factor=1.0 / 32, by_epoch=False, begin=0, end=3600),
+        dict(type="MultiStepLR", by_epoch=True, begin=0, end=14, milestones=[9, 12], gamma=0.1)]),
+}
 
 
 def config_names() -> list[str]:
@@ -168,3 +184,91 @@ def test_mmdet_references_resolve_to_mmdetections_files_reading_its_metafiles_on
     assert external_configs.config_utils.load.cache_info().misses == files_read
     assert not external_configs.is_installed("tsd_study_no_such_package")
     assert "tsd_study_no_such_package" not in external_configs._installed
+
+
+class _SizedImages:
+    """A stand-in for COCO train2017 as the samplers see it: its length and each image's size (alternating
+    orientations, so that both aspect-ratio buckets fill)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def get_data_info(self, index: int) -> dict[str, int]:
+        return {"width": 640, "height": 480} if index % 3 else {"width": 480, "height": 640}
+
+
+def test_a_full_epoch_is_what_each_of_the_16_ranks_iterates_over_coco_train2017(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full schedules' epoch length equals the batches mmengine's sampler and mmdetection's batch sampler give
+    rank 0 of 16 in one pass over COCO train2017 (the configs' dataloader: 2 images per GPU)."""
+    cfg = packaged_config("full/faster_rcnn")
+    assert cfg.train_dataloader.batch_size == IMAGES_PER_GPU and cfg.tsd_gpus == FULL_GPUS
+    assert cfg.train_dataloader.sampler.type == "DefaultSampler"
+    assert cfg.train_dataloader.batch_sampler.type == "AspectRatioBatchSampler"
+    monkeypatch.setattr(mmengine_samplers, "get_dist_info", lambda: (0, FULL_GPUS))
+    batches = AspectRatioBatchSampler(DefaultSampler(_SizedImages(COCO_TRAIN_IMAGES), shuffle=True, seed=0),
+                                      batch_size=IMAGES_PER_GPU)
+    assert cfg.coco_train_images == COCO_TRAIN_IMAGES
+    assert cfg.coco_epoch_iters == len(batches) == sum(1 for _ in batches) == 3665
+
+
+def learning_rates(schedulers: list[ConfigDict], iterations: int, epoch_iters: int) -> list[float]:
+    """The learning rate of every iteration under ``schedulers``, stepped as mmengine's ParamSchedulerHook steps them:
+    iteration-based ones (converted epoch-based ones included) after each iteration, epoch-based ones after each
+    epoch."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.04)
+    built = []
+    for scheduler in schedulers:
+        kind, options = {"LinearLR": LinearLR, "MultiStepLR": MultiStepLR}[scheduler["type"]], dict(scheduler)
+        del options["type"]
+        if options.pop("convert_to_iter_based", False):
+            built.append(kind.build_iter_from_epoch(optimizer, epoch_length=epoch_iters, **options))
+        else:
+            built.append(kind(optimizer, **options))
+    rates = []
+    for iteration in range(iterations):
+        rates.append(optimizer.param_groups[0]["lr"])
+        for scheduler in built:
+            if not scheduler.by_epoch:
+                scheduler.step()
+        if (iteration + 1) % epoch_iters == 0:
+            for scheduler in built:
+                if scheduler.by_epoch:
+                    scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("name", sorted(EPOCH_RECIPES))
+def test_full_schedules_count_iterations_with_the_epoch_recipes_rates(name: str) -> None:
+    """The full profile's schedules are iteration-based (so that a resumed run continues at its iteration) and give
+    every iteration the learning rate the recipe's epoch-based schedule gave it, over as many iterations."""
+    cfg = packaged_config(name)
+    epochs, epoch_schedulers = EPOCH_RECIPES[name]
+    epoch_iters = cfg.coco_epoch_iters
+    assert cfg.train_cfg.type == "IterBasedTrainLoop" and cfg.train_cfg.max_iters == epochs * epoch_iters
+    assert cfg.train_cfg.val_interval == cfg.train_cfg.max_iters
+    checkpoint = cfg.default_hooks.checkpoint
+    assert not checkpoint.by_epoch and checkpoint.save_last and checkpoint.interval < epoch_iters
+    assert not cfg.log_processor.by_epoch
+    assert all(not scheduler.by_epoch for scheduler in cfg.param_scheduler)
+    per_iteration = learning_rates(cfg.param_scheduler, cfg.train_cfg.max_iters, epoch_iters)
+    assert per_iteration == pytest.approx(learning_rates(epoch_schedulers, epochs * epoch_iters, epoch_iters),
+                                          rel=1e-12)
+    assert per_iteration[0] == pytest.approx(0.04 * cfg.param_scheduler[0].start_factor)
+    assert per_iteration[-1] == pytest.approx(0.04 / 100)
+
+
+@pytest.mark.parametrize("name", ["cpu/tsd_pc", "full/tsd_pc", "full/tsd_released"])
+def test_max_iters_shortens_either_profiles_schedule(name: str) -> None:
+    """A few iterations of any packaged config (the smoke profile, a GPU check): the steps, the validation and the
+    checkpoint intervals shrink with the schedule and stay within it."""
+    cfg = packaged_config(name)
+    set_max_iters(cfg, 8)
+    assert cfg.train_cfg.max_iters == 8 and 1 <= cfg.train_cfg.val_interval <= 8
+    assert 1 <= cfg.default_hooks.checkpoint.interval <= 8
+    for scheduler in cfg.param_scheduler:
+        assert not scheduler.by_epoch and 1 <= scheduler.end <= 8
+        assert all(0 < step <= 8 for step in scheduler.get("milestones", []))

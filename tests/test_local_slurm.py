@@ -114,10 +114,15 @@ class CountsItsStarts(submitit.helpers.Checkpointable):
 
 
 def test_status_shows_every_daemon_running_and_the_node_idle(local_slurm: LocalSlurm) -> None:
+    """The node turns idle once no job holds it (a job of an earlier test may still be completing)."""
+    def idle() -> bool:
+        return re.search(r"^local\*\s+up\s+infinite\s+1\s+idle\s", local_slurm.script("status").stdout,
+                         re.MULTILINE) is not None
+
+    wait_until(idle, lambda: f"the node is not idle: {local_slurm.script('status').stdout}")
     status = local_slurm.script("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert all(re.fullmatch(r"running \(pid \d+\)", rest) for rest in daemon_lines(status.stdout).values())
-    assert re.search(r"^local\*\s+up\s+infinite\s+1\s+idle\s", status.stdout, re.MULTILINE), status.stdout
 
 
 def test_start_when_running_is_a_fast_no_op(local_slurm: LocalSlurm) -> None:

@@ -1,13 +1,17 @@
 """Studies through the SLURM executor on the real local cluster (cluster/local-slurm), faults included.
 
-Every test trains on the smoke profile (6 iterations, 48 images) or on a longer schedule it stops itself (the
-cancelled run's schedule outlasts the SIGKILL that follows scancel). The module takes about 6 minutes on 2 otherwise
-idle cores: SLURM requeues a job about 10-25 s after it stops, and the time-limit test waits for SLURM's own signal,
-which comes 30-90 s into a job with a 2-minute limit.
+Every test trains on the smoke profile (6 iterations, 48 images) or on a schedule long enough to be stopped while it
+trains. Each way SLURM stops a training job (its time limit, a preemption, scontrol requeue, scancel, a killed
+process) is followed to the end of the run, which must equal the run trained without a stop: the same iterations,
+learning curve and predictions. The module takes about 9 minutes on 2 otherwise idle cores: SLURM requeues a job about
+10-25 s after it stops, and the time-limit test waits for SLURM's own signal, which comes 30-90 s into a job with a
+2-minute limit.
 """
 from __future__ import annotations
 
-import itertools
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +23,8 @@ import pytest
 import yaml
 
 from tsd_study.launch import make_backend, run_plan
-from tsd_study.launch.executors import SUBMITIT_DIR
+from tsd_study.launch.executors import SUBMITIT_DIR, Backend
+from tsd_study.launch.job_environment import latest_checkpoint
 from tsd_study.launch.sites import SITES_DIR
 from tsd_study.runs import Plan, RunDir, RunStore, plan
 from tsd_study.studies import Study, parse_study
@@ -31,10 +36,14 @@ from test_local_slurm import sacct_job, wait_until
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TIMEOUT_S = 600
-LONG_PROFILE = Profile("slurm-long", "cpu", "shapes:48", 1000, "a schedule longer than any test waits for")
-# submitit's jobs ignore scancel's SIGTERM and train on until SIGKILL, KillWait (10 s) later: a smoke run can finish
-# in that time, and then a rerun rightly finds nothing to retrain. 60 iterations take about half a minute.
-CANCEL_PROFILE = Profile("slurm-cancel", "cpu", "shapes:48", 60, "a schedule that outlasts SLURM's KillWait")
+# The stopped runs: a checkpoint and a validation every 6 iterations, about 15 s of training; a stop lands after the
+# first checkpoint, with most of the schedule still ahead.
+STOPPED_PROFILE = Profile("slurm-stopped", "cpu", "shapes:48", 24, "a schedule to stop half way")
+# SLURM's time-limit signal comes 30-90 s into a job with a 2-minute limit: 300 iterations train for longer.
+TIME_LIMIT_PROFILE = Profile("slurm-time-limit", "cpu", "shapes:48", 300, "a schedule that outlasts a time limit")
+STOPPED_SEEDS = (4,)
+URGENT_PARTITION = "urgent"  # cluster/local-slurm: its jobs preempt those of the default partition
+STOP_CHECKPOINT = re.compile(r"SIGTERM while SLURM ends this job \(COMPLETING\): checkpoint of iteration (\d+) saved")
 
 
 def study_of(rows: list[dict[str, Any]], name: str) -> Study:
@@ -70,14 +79,15 @@ def store(tmp_path: Path) -> RunStore:
 class Launch:
     """run_plan in a background thread, so that a test can interfere with its jobs meanwhile."""
 
-    def __init__(self, planned: Plan, store: RunStore, site: Path) -> None:
+    def __init__(self, planned: Plan, store: RunStore, site: Path | None) -> None:
+        """On SLURM with the profile ``site``; without one, with the local executor."""
         self.states: dict[str, str] = {}
         self.error: BaseException | None = None
-        backend = make_backend("slurm", store, site=site)
+        backend = make_backend("slurm" if site else "local", store, site=site)
         self.thread = threading.Thread(target=self._run, args=(planned, store, backend), daemon=True)
         self.thread.start()
 
-    def _run(self, planned: Plan, store: RunStore, backend: Any) -> None:
+    def _run(self, planned: Plan, store: RunStore, backend: Backend) -> None:
         try:
             self.states = run_plan(planned, store, backend, progress=False)
         except BaseException as error:  # noqa: BLE001  (re-raised in the test's thread by result())
@@ -167,68 +177,142 @@ def test_a_failing_run_is_recorded_and_the_others_complete(site_file: Callable[.
     assert fine.metrics() is not None
 
 
-def test_a_cancelled_run_is_reported_cancelled_and_retrained_by_a_rerun(site_file: Callable[..., Path],
-                                                                        store: RunStore,
-                                                                        local_slurm: LocalSlurm) -> None:
-    planned = plan([only_row("tsd_nopc", "cancelled")], CANCEL_PROFILE, seeds=(5,))
+def stopped_plan(profile: Profile) -> Plan:
+    return plan([only_row("tsd_nopc", "stopped")], profile, STOPPED_SEEDS)
+
+
+def train_uninterrupted(profile: Profile, root: Path) -> tuple[Launch, RunDir]:
+    """The stopped runs' schedule trained without a stop, with the local executor (one torch thread, as a job of
+    the local site: the smoke study's runs are byte for byte the same either way); the launch and its run."""
+    planned, store = stopped_plan(profile), RunStore(root / "runs")
+    return Launch(planned, store, site=None), the_run(planned, store)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
+    launch, run = train_uninterrupted(STOPPED_PROFILE, tmp_path_factory.mktemp("uninterrupted"))
+    assert launch.result() == {run.run_id: "finished"}
+    return run
+
+
+def assert_trained_as(run: RunDir, uninterrupted_run: RunDir) -> None:
+    """The run ended as the uninterrupted one: as many iterations, the same learning curve, AP and predictions."""
+    metrics, expected = run.metrics(), uninterrupted_run.metrics()
+    assert metrics is not None and expected is not None
+    assert metrics["iters"] == expected["iters"]
+    assert metrics["curve"] == expected["curve"]
+    assert metrics["bbox"]["stats"] == expected["bbox"]["stats"]
+    assert run.predictions_file("bbox").read_bytes() == uninterrupted_run.predictions_file("bbox").read_bytes()
+
+
+def checkpointed(run: RunDir) -> int:
+    """The iterations of the run's newest complete checkpoint, once it has one past iteration 0."""
+    wait_until(lambda: latest_checkpoint(run.work_dir)[1] > 0, lambda: f"{run.run_id} saved no checkpoint",
+               timeout_s=TIMEOUT_S)
+    return latest_checkpoint(run.work_dir)[1]
+
+
+def test_a_run_at_its_time_limit_is_requeued_and_ends_as_an_uninterrupted_run(
+        site_file: Callable[..., Path], tmp_path: Path) -> None:
+    """SLURM's own signal ahead of the time limit: checkpoint, requeue, resume, as often as the limit comes."""
+    planned = stopped_plan(TIME_LIMIT_PROFILE)
+    store = RunStore(tmp_path / "limited")
     run = the_run(planned, store)
-    launch = Launch(planned, store, site_file())
-    local_slurm.command("scancel", job_id_when_running(run))
+    reference, reference_run = train_uninterrupted(TIME_LIMIT_PROFILE, tmp_path)  # on the node's other core
+    limited = Launch(planned, store, site_file("short", time_min=2))
 
-    assert launch.result() == {run.run_id: "cancelled"}
-    assert run.status().state == "cancelled" and run.status().attempts[-1].outcome == "cancelled"
-
-    assert run_plan(planned, store, make_backend("slurm", store, site=site_file()), progress=False) == {
-        run.run_id: "finished"}
-    assert [attempt.outcome for attempt in run.status().attempts] == ["cancelled", "finished"]
-
-
-def test_a_run_at_its_time_limit_is_requeued_and_resumes(site_file: Callable[..., Path], store: RunStore,
-                                                         local_slurm: LocalSlurm) -> None:
-    planned = plan([only_row("tsd_nopc", "time-limit")], LONG_PROFILE, (0,))
-    run = the_run(planned, store)
-    launch = Launch(planned, store, site_file("short", time_min=2))
-    wait_until(lambda: resumed_after_progress(run) is not None,
-               lambda: f"no attempt resumed from a checkpoint SLURM's time limit made: {run.status().attempts}")
-    checkpointed, resumed = resumed_after_progress(run) or (None, None)
-    assert checkpointed is not None and resumed is not None and checkpointed.end_iter is not None
-    wait_until(lambda: f"resumed epoch: 0, iter: {checkpointed.end_iter}" in newest_log(run),
-               lambda: f"the attempt after {checkpointed} did not resume from its checkpoint")
-    local_slurm.command("scancel", resumed.job_id)  # the schedule is far longer than this test waits
-
-    assert launch.result() == {run.run_id: "cancelled"}
-    assert resumed.start_iter == checkpointed.end_iter > 0
-    assert "this job is timed-out" in job_log(store, resumed.job_id)
-    states = local_slurm.command("sacct", "--noheader", "--parsable2", "--allocations", "--duplicates",
-                                 "-j", resumed.job_id, "-o", "State").splitlines()
-    assert states[0] == "REQUEUED" and states[-1].startswith("CANCELLED")
+    assert limited.result() == {run.run_id: "finished"}
+    *requeued, finished = run.status().attempts
+    assert requeued and {attempt.outcome for attempt in requeued} == {"requeued"} and finished.outcome == "finished"
+    assert [attempt.start_iter for attempt in run.status().attempts[1:]] == [attempt.end_iter for attempt in requeued]
+    assert 0 < requeued[0].end_iter < TIME_LIMIT_PROFILE.max_iters
+    assert "this job is timed-out" in job_log(store, finished.job_id or "")
+    assert reference.result() == {reference_run.run_id: "finished"}
+    assert_trained_as(run, reference_run)
 
 
-def resumed_after_progress(run: RunDir) -> tuple[Any, Any] | None:
-    """(an attempt requeued with a checkpoint past iteration 0, the running attempt after it), if there are such."""
-    status = run.status()
-    for checkpointed, resumed in itertools.pairwise(status.attempts):
-        if checkpointed.outcome == "requeued" and (checkpointed.end_iter or 0) > 0 and resumed.outcome is None:
-            return checkpointed, resumed
-    return None
-
-
-def test_a_preempted_run_checkpoints_is_requeued_and_resumes(store: RunStore, site_file: Callable[..., Path],
-                                                             local_slurm: LocalSlurm) -> None:
-    planned = plan([only_row("tsd_nopc", "preempted")], "smoke", seeds=(3,))
+def test_a_preempted_run_checkpoints_is_requeued_and_ends_as_an_uninterrupted_run(
+        site_file: Callable[..., Path], store: RunStore, local_slurm: LocalSlurm, uninterrupted: RunDir) -> None:
+    """A job of the urgent partition takes the node: SIGTERM while the job still runs (GraceTime before SIGKILL),
+    which the job takes as a preemption: checkpoint, requeue, resume once the node is free."""
+    planned = stopped_plan(STOPPED_PROFILE)
     run = the_run(planned, store)
     launch = Launch(planned, store, site_file())
     job_id = job_id_when_running(run)
-    wait_until(lambda: (run.work_dir / "iter_2.pth").is_file(), lambda: "no checkpoint of iteration 2")
-    for signal_name in ("TERM", "USR2"):  # a preemption as submitit's own helper makes one
-        local_slurm.command("scancel", f"--signal={signal_name}", job_id)
+    checkpointed(run)
+    node_cpus = local_slurm.command("sinfo", "--noheader", "--partition", URGENT_PARTITION, "--format=%c").strip()
+    urgent = local_slurm.command("sbatch", "--parsable", f"--partition={URGENT_PARTITION}",
+                                 f"--cpus-per-task={node_cpus}", "--mem=100M", "--wrap", "true").strip()
 
     assert launch.result() == {run.run_id: "finished"}
     requeued, resumed = run.status().attempts
-    assert requeued.outcome == "requeued" and requeued.end_iter is not None and requeued.end_iter >= 2
-    assert resumed.start_iter == requeued.end_iter and resumed.outcome == "finished"
-    assert run.metrics()["iters"] == 6
-    assert "this job is preempted" in job_log(store, job_id)
+    assert requeued.outcome == "requeued" and resumed.outcome == "finished"
+    assert resumed.start_iter == requeued.end_iter and 0 < requeued.end_iter < STOPPED_PROFILE.max_iters
+    assert "Caught signal SIGTERM" in job_log(store, job_id) and "this job is preempted" in job_log(store, job_id)
+    assert sacct_job(local_slurm, urgent) == ["COMPLETED", "0:0"]
+    assert_trained_as(run, uninterrupted)
+
+
+def test_a_run_requeued_then_cancelled_resumes_from_each_stop_and_ends_as_an_uninterrupted_run(
+        site_file: Callable[..., Path], store: RunStore, local_slurm: LocalSlurm, uninterrupted: RunDir) -> None:
+    """scontrol requeue, then scancel: SIGTERM with the job already ending (KillWait before SIGKILL). The job saves
+    a checkpoint and exits each time; SLURM brings the requeued job back, a second launch the cancelled run."""
+    planned = stopped_plan(STOPPED_PROFILE)
+    run = the_run(planned, store)
+    launch = Launch(planned, store, site_file())
+    job_id = job_id_when_running(run)
+    checkpointed(run)
+    local_slurm.command("scontrol", "requeue", job_id)
+    assert job_id_when_running(run, attempts=2) == job_id
+    wait_until(lambda: latest_checkpoint(run.work_dir)[1] > run.status().attempts[1].start_iter,
+               lambda: f"the requeued job saved no checkpoint: {run.status().attempts}", timeout_s=TIMEOUT_S)
+    local_slurm.command("scancel", job_id)
+
+    assert launch.result() == {run.run_id: "cancelled"}
+    assert run_plan(planned, store, make_backend("slurm", store, site=site_file()), progress=False) == {
+        run.run_id: "finished"}
+    requeued, cancelled, finished = run.status().attempts
+    assert [requeued.outcome, cancelled.outcome, finished.outcome] == ["interrupted", "cancelled", "finished"]
+    stops = [int(iteration) for iteration in STOP_CHECKPOINT.findall(job_log(store, job_id))]
+    assert stops == [cancelled.start_iter, finished.start_iter] and 0 < stops[0] < stops[1]
+    assert_trained_as(run, uninterrupted)
+
+
+def kill_training_process(store: RunStore) -> None:
+    """SIGKILL to the process that trains the store's job (on this machine, the cluster's node), as the kernel's
+    out-of-memory killer sends it: no warning, and nothing for SLURM to take for a cancel."""
+    job_command = ["-u", "-m", "submitit.core._submit", str((store.root / SUBMITIT_DIR).resolve())]
+    trainers = [int(proc.name) for proc in Path("/proc").iterdir()
+                if proc.name.isdigit() and arguments(proc)[1:] == job_command]  # srun's own lines start with srun
+    assert len(trainers) == 1, f"not one process runs {job_command}: {trainers}"
+    os.kill(trainers[0], signal.SIGKILL)
+
+
+def arguments(proc: Path) -> list[str]:
+    """The command line of /proc/PID, split ([] once the process has ended)."""
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupted_run(
+        site_file: Callable[..., Path], store: RunStore, uninterrupted: RunDir) -> None:
+    """SIGKILL, no warning: the job fails; a second launch resumes from the last periodic checkpoint."""
+    planned = stopped_plan(STOPPED_PROFILE)
+    run = the_run(planned, store)
+    launch = Launch(planned, store, site_file())
+    job_id_when_running(run)
+    checkpointed(run)
+    kill_training_process(store)
+
+    assert launch.result() == {run.run_id: "failed"}
+    killed_at = latest_checkpoint(run.work_dir)[1]
+    assert run_plan(planned, store, make_backend("slurm", store, site=site_file()), progress=False) == {
+        run.run_id: "finished"}
+    killed, resumed = run.status().attempts
+    assert killed.outcome == "failed" and resumed.start_iter == killed_at > 0
+    assert_trained_as(run, uninterrupted)
 
 
 def test_a_two_task_job_trains_with_mmengines_slurm_launcher(site_file: Callable[..., Path], store: RunStore) -> None:

@@ -9,13 +9,18 @@ after mmengine has skipped the dataloader past the iterations already trained (l
 generators too, in the main process when the dataloader has no workers), before the batch whose augmentation the
 uninterrupted run drew right after it saved the checkpoint.
 
+Between its checkpoint at N and that batch, the uninterrupted run validated when N is a validation iteration, and a
+validation draws from torch's generator too (each pass over a dataloader draws its base seed). The resumed run
+validates at N again, right after restoring the states, so that the batch after it sees the same generators; a
+checkpoint saved during a validation (when SLURM stops the job there) holds the states from before it.
+
 mmengine saves checkpoints from rank 0 alone, so a distributed run's checkpoint holds rank 0's states: rank 0 resumes
 exactly, the other ranks keep the states their restart gives them (as without this hook).
 """
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -42,34 +47,38 @@ def restore(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-class _RestoreBeforeBatch:
-    """The training loop's batch iterator, restoring ``states`` when batch number ``skip`` (from 0) is requested."""
+class _ResumeBeforeBatch:
+    """The training loop's batch iterator, calling ``resume`` once right before batch number ``skip`` (from 0) is
+    requested."""
 
-    def __init__(self, batches: Iterator[Any], skip: int, states: dict[str, Any]) -> None:
-        self._batches, self._skip, self._states = batches, skip, states
+    def __init__(self, batches: Iterator[Any], skip: int, resume: Callable[[], None]) -> None:
+        self._batches, self._skip, self._resume = batches, skip, resume
 
-    def __iter__(self) -> _RestoreBeforeBatch:
+    def __iter__(self) -> _ResumeBeforeBatch:
         return self
 
     def __next__(self) -> Any:
-        if self._skip == 0 and self._states is not None:
-            restore(self._states)
-            self._states = None
+        if self._skip == 0:
+            self._resume()
         self._skip -= 1
         return next(self._batches)
 
 
 class RandomStateHook(Hook):
-    """Saves the random states in each checkpoint and restores them when an iteration-based run resumes (rank 0's,
-    on rank 0, in a distributed run)."""
+    """Saves the random states in each checkpoint; when an iteration-based run resumes, restores them (rank 0's, on
+    rank 0, in a distributed run) right before its first batch, after replaying the validation due at the resumed
+    iteration (on every rank)."""
 
     priority = "VERY_HIGH"
 
     def __init__(self) -> None:
         self._loaded: dict[str, Any] | None = None
+        self._before_validation: dict[str, Any] | None = None
+        self._training = False
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = capture()  # rank 0 only: mmengine's save_checkpoint is master_only
+        # rank 0 only: mmengine's save_checkpoint is master_only
+        checkpoint[CHECKPOINT_KEY] = self._before_validation or capture()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         states = checkpoint.get(CHECKPOINT_KEY)
@@ -77,7 +86,29 @@ class RandomStateHook(Hook):
             self._loaded = states
 
     def before_train(self, runner) -> None:
+        self._training = True
         loop = runner.train_loop
-        if self._loaded is not None and hasattr(loop, "dataloader_iterator"):
-            loop.dataloader_iterator = _RestoreBeforeBatch(loop.dataloader_iterator, runner.iter, self._loaded)
-        self._loaded = None
+        states, self._loaded = self._loaded, None
+        if runner.iter == 0 or not hasattr(loop, "dataloader_iterator"):
+            return
+        validate = (runner.val_loop is not None and runner.iter >= loop.val_begin
+                    and runner.iter % loop.val_interval == 0)
+
+        def resume() -> None:
+            if states is not None:
+                restore(states)
+            if validate:
+                runner.val_loop.run()
+                runner.model.train()  # as the loop sets it before each batch
+
+        loop.dataloader_iterator = _ResumeBeforeBatch(loop.dataloader_iterator, runner.iter, resume)
+
+    def before_val(self, runner) -> None:
+        if self._training:
+            self._before_validation = capture()
+
+    def after_val(self, runner) -> None:
+        self._before_validation = None
+
+    def after_train(self, runner) -> None:
+        self._training = False

@@ -8,7 +8,8 @@ about 450 MB; val2017-like: 5000 images, 36781 annotations. Then the planning co
 times: with the records turned off (``TSD_STUDY_CHECK_CACHE=off``: every config load checks both files, the
 behaviour before the records; the code before them also parsed the train json a second time to read its classes),
 with the records on and none written yet (cold: the first load checks each file and records it), and once more
-(warm: every load reads the records). Each child's wall time and peak resident memory are printed, with the ratios.
+(warm: every load reads the records). Each child's wall time, CPU time and peak resident memory are printed, with
+the ratios.
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ VARIANTS = (("off", "records off (every load checks)"), ("cold", "records on, no
 
 @dataclass(frozen=True)
 class Timing:
-    """One planning command: wall seconds, the child's peak resident memory and the first line it printed."""
+    """One planning command: wall seconds, the child's CPU seconds (user + system: what a busy machine does not
+    inflate) and peak resident memory, and the first line it printed."""
 
     seconds: float
+    cpu_seconds: float
     peak_mb: float
     summary: str
 
@@ -64,12 +67,16 @@ def bench_plan(scale: float = 1.0, studies: tuple[str, ...] = ("all",), out: Pat
         timings = {}
         for variant, label in VARIANTS:
             timings[variant] = _time_command(command, root, records_on=variant != "off")
-            print(f"  {label:<32}{timings[variant].seconds:9.1f} s{timings[variant].peak_mb:9.0f} MB peak")
+            timing = timings[variant]
+            print(f"  {label:<32}{timing.seconds:8.1f} s wall{timing.cpu_seconds:8.1f} s CPU"
+                  f"{timing.peak_mb:8.0f} MB peak")
         print(f"the plan: {timings['warm'].summary}")
         off = timings["off"]
         for variant in ("cold", "warm"):
-            print(f"before / after ({variant}): {off.seconds / timings[variant].seconds:.1f}x the time, "
-                  f"{off.peak_mb / timings[variant].peak_mb:.1f}x the peak memory")
+            after = timings[variant]
+            print(f"before / after ({variant}): {off.seconds / after.seconds:.1f}x the wall time, "
+                  f"{off.cpu_seconds / after.cpu_seconds:.1f}x the CPU time, {off.peak_mb / after.peak_mb:.1f}x the "
+                  f"peak memory")
         return timings
     finally:
         if out is None:
@@ -98,7 +105,8 @@ def _time_command(command: list[str], root: Path, records_on: bool) -> Timing:
                                f"{stderr.read().decode(errors='replace').strip()}")
         stdout.seek(0)
         summary = stdout.readline().decode().strip()
-    return Timing(seconds=seconds, peak_mb=usage.ru_maxrss / 1024, summary=summary)
+    return Timing(seconds=seconds, cpu_seconds=usage.ru_utime + usage.ru_stime, peak_mb=usage.ru_maxrss / 1024,
+                  summary=summary)
 
 
 def write_coco_split(coco: Path, split: str, num_images: int, num_annotations: int, seed: int = 0) -> int:
@@ -159,4 +167,5 @@ def _write_annotations(stream: TextIO, rng: np.random.Generator, image_ids: np.n
                      f'"category_id": {categories[i]}, "id": {start + i + 1}}}')
 
 
-_CENTI_TEXTS = [f"{value // 100}.{value % 100:02d}" for value in range(100 * max(max(size) for size in IMAGE_SIZES) + 1)]
+_CENTI_TEXTS = [f"{value // 100}.{value % 100:02d}"
+                for value in range(100 * max(max(size) for size in IMAGE_SIZES) + 1)]

@@ -1,13 +1,14 @@
 """Checked datasets: each annotation file is checked once per version of it, not at every config load.
 
-Checking COCO's train2017 (448 MB) parses the json: tens of seconds and gigabytes of memory. Planning loads dozens of
-configs, and every rank of a job loads its config at every start. `checked_dataset` checks each split once and keeps
-a record of the passed check in the data home (``<data home>/checked/``, one small json per annotation file, written
-atomically). A later load reads the record instead when the file has the same resolved path, size and modification
-time (the quick check rsync and make rely on) and the folders its images lie in have the same modification times (a
-folder's changes when a file is added to it or removed from it). A file that fails its check gets no record, so it
-fails again, with the same message, at every load. Processes that load a file not yet recorded at the same time (the
-ranks of a job) wait on a lock while one of them checks it.
+Checking a split parses its json: COCO-sized train and val jsons (444 and 19 MB) take about 20 s of CPU and 3.3 GB
+of memory per config load (`tsd-study bench plan`, docs/cluster.md). Planning loads dozens of configs, and every rank
+of a job loads its config at every start. `checked_dataset` checks each split once and keeps a record of the passed
+check in the data home (``<data home>/checked/``, one small json per annotation file, written atomically). A later
+load reads the record instead when the file has the same resolved path, size and modification time (the quick check
+rsync and make rely on) and the folders its images lie in have the same modification times (a folder's changes when
+a file is added to it or removed from it). A file that fails its check gets no record, so it fails again, with the
+same message, at every load. Processes that load a file not yet recorded at the same time (the ranks of a job) wait
+on a lock while one of them checks it.
 
 Why the data home: it is per user and writable where dataset folders often are not, every entry point (planning,
 jobs, ``train``, ``data check``) already knows it, and on a cluster it is usually on the shared file system, so the

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import IterBasedTrainLoop, Runner
+from mmengine.runner import Runner
 
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
@@ -47,17 +47,14 @@ PREDICTIONS_PREFIX = "predictions"
 MASTER_PORT_BASE = 10000  # distributed jobs pick MASTER_PORT_BASE + SLURM job id % MASTER_PORT_RANGE: below Linux's
 MASTER_PORT_RANGE = 20000  # ephemeral ports (32768 and up), so no outgoing connection holds the port by chance
 
-TrainingObserver = Callable[[Runner | None], None]
-
-
-def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None = None) -> dict[str, Any]:
+def train_and_evaluate(run_dir: Path | str, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
     """Train and evaluate the run in ``run_dir`` unless it is finished; returns its metrics.json content.
 
     The run's lock is held throughout, so a second process given the same run waits, then returns the metrics the
     first one wrote. In a distributed job task 0 takes the lock and keeps the books; the other tasks wait for its word
     (TaskGate) before they build anything, so none of them can time out while task 0 waits for the lock. Training
     resumes from the newest complete checkpoint in ``work/``. On failure the status records the exception and the
-    log tail, and the exception propagates. ``on_training`` sees the Runner while it trains (then None).
+    log tail, and the exception propagates. ``hooks`` are registered on the training Runner beside the run's own.
     """
     run = RunDir(run_dir)
     context = JobContext.current()
@@ -66,7 +63,7 @@ def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None
     if not context.is_main:  # task 0 keeps the books; the others train alongside it once it says so
         finished = run.metrics()
         if finished is None and TaskGate.of(run.path, context).wait() == TRAIN:
-            return _train_and_evaluate(run, context, on_training)
+            return _train_and_evaluate(run, context, hooks)
         return finished or run.metrics() or {}
     gate = TaskGate.of(run.path, context) if context.num_tasks > 1 else None
     with _training_lock(run, gate):
@@ -81,7 +78,7 @@ def train_and_evaluate(run_dir: Path | str, on_training: TrainingObserver | None
             raise
         _announce(gate, TRAIN)
         try:
-            metrics = _train_and_evaluate(run, context, on_training)
+            metrics = _train_and_evaluate(run, context, hooks)
         except Exception as error:
             _record_failure(run, error)
             raise
@@ -172,7 +169,7 @@ def _log_tail(run: RunDir) -> list[str]:
     return lines[-LOG_TAIL_LINES:]
 
 
-def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingObserver | None) -> dict[str, Any]:
+def _train_and_evaluate(run: RunDir, context: JobContext, hooks: Sequence[Hook]) -> dict[str, Any]:
     """metrics.json's content: the final evaluation, the learning curve, latency and parameters.
 
     The config's validation loop evaluates during training (the learning curve) and at its end (the final
@@ -186,8 +183,8 @@ def _train_and_evaluate(run: RunDir, context: JobContext, on_training: TrainingO
     runner.register_hook(OffsetHealthHook())
     runner.register_hook(RandomStateHook())
     runner.register_hook(curve, priority="LOW")
-    if on_training is not None:
-        runner.register_hook(_Observer(on_training), priority="VERY_HIGH")
+    for hook in hooks:
+        runner.register_hook(hook)
     runner.train()
     if curve.validated_at != runner.iter:  # resumed after the last validation: every rank validates again
         runner.val_loop.run()
@@ -299,16 +296,11 @@ class LearningCurveHook(Hook):
         return self.work_dir / f"{PREDICTIONS_PREFIX}.{iou_type}.json"
 
     def before_train(self, runner: Runner) -> None:
-        """Keep the saved points up to the resumed iteration; a validation the interrupted attempt owed at that
-        iteration (killed between its checkpoint and its validation) is made up now."""
+        """Keep the saved points up to the resumed iteration (a validation at that iteration is done again:
+        RandomStateHook replays it)."""
         saved = self.work_dir / self.CURVE_FILE
         points = json.loads(saved.read_text()) if saved.is_file() else []
         self.points = [point for point in points if point["iter"] <= runner.iter]
-        loop = runner.train_loop
-        owed = (isinstance(loop, IterBasedTrainLoop) and 0 < runner.iter < loop.max_iters
-                and runner.iter % loop.val_interval == 0)
-        if owed and not any(point["iter"] == runner.iter for point in self.points):
-            runner.val_loop.run()
 
     def before_val_epoch(self, runner: Runner) -> None:
         self._began = time.perf_counter()
@@ -330,16 +322,3 @@ class LearningCurveHook(Hook):
             write_json_atomic(self.work_dir / self.CURVE_FILE, self.points, indent=1)
         self.validated_at = runner.iter
         self.seconds += time.perf_counter() - self._began
-
-
-class _Observer(Hook):
-    """Shows the training Runner to a callback from the first to the last training iteration."""
-
-    def __init__(self, callback: TrainingObserver) -> None:
-        self.callback = callback
-
-    def before_train(self, runner: Runner) -> None:
-        self.callback(runner)
-
-    def after_train(self, runner: Runner) -> None:
-        self.callback(None)
