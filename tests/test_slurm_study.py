@@ -242,7 +242,8 @@ def test_a_preempted_run_checkpoints_is_requeued_and_ends_as_an_uninterrupted_ru
     checkpointed(run)
     node_cpus = local_slurm.command("sinfo", "--noheader", "--partition", URGENT_PARTITION, "--format=%c").strip()
     urgent = local_slurm.command("sbatch", "--parsable", f"--partition={URGENT_PARTITION}",
-                                 f"--cpus-per-task={node_cpus}", "--mem=100M", "--wrap", "true").strip()
+                                 f"--cpus-per-task={node_cpus}", "--mem=100M", "--output=/dev/null", "--wrap",
+                                 "true").strip()
 
     assert launch.result() == {run.run_id: "finished"}
     requeued, resumed = run.status().attempts
