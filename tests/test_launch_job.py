@@ -1,7 +1,8 @@
 """The training job's bookkeeping: finished runs are not retrained, a run another process trains is waited for, a
-failure is recorded with its error and log tail, and resuming picks the newest complete checkpoint.
+failure is recorded with its error and log tail, resuming picks the newest complete checkpoint, and a checkpoint
+trained from another version of the config is not resumed.
 
-Runtime about 15 s (one Runner that fails to build; no training).
+Runtime about 20 s (one Runner that fails to build, one resume refused; no training).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tsd_study.config_loading import ConfigError
 from tsd_study.launch.job_environment import latest_checkpoint
 from tsd_study.launch.training import train_and_evaluate
 from tsd_study.runs import RunSpec, RunStore
@@ -80,3 +82,16 @@ def test_a_failure_is_recorded_with_its_error_and_log_tail_and_raised(store: Run
     manifest = run.manifest()
     assert manifest is not None and manifest["spec"] == run.spec().to_dict() and manifest["ended_at"] is None
     assert not run.is_busy()
+
+
+def test_a_checkpoint_from_another_version_of_the_config_is_not_resumed(store: RunStore) -> None:
+    run = store.add(SPEC)
+    run.work_dir.mkdir(parents=True)
+    checkpoint = run.work_dir / "iter_2.pth"
+    torch.save({"meta": {"iter": 2}}, checkpoint)
+    run.write_manifest({"spec": SPEC.to_dict(), "start_iter": 0, "recipe_digest": "0123456789abcdef"})
+    with pytest.raises(ConfigError, match="checkpoint was trained from another version of cpu/faster_rcnn"):
+        train_and_evaluate(run.path)
+    (attempt,) = run.status().attempts
+    assert (attempt.outcome, attempt.start_iter) == ("failed", 2) and checkpoint.is_file()
+    assert run.manifest()["recipe_digest"] == "0123456789abcdef"  # still says what the checkpoint was trained from

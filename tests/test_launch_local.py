@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 600
 POLL_S = 0.5
 MANIFEST_KEYS = {"spec", "git_commit", "versions", "host", "device", "executor", "slurm_job_id", "started_at",
-                 "ended_at", "start_iter"}
+                 "ended_at", "start_iter", "recipe_digest"}
 VERSIONED = {"python", "torch", "mmcv", "mmdet", "mmengine", "tsd-study"}
 
 
@@ -139,6 +139,8 @@ def test_the_manifest_says_what_trained_the_run(table2: Table2) -> None:
         assert (manifest["device"], manifest["executor"], manifest["slurm_job_id"], manifest["start_iter"]) == (
             "cpu", "local", None, 0)
         assert manifest["started_at"] <= manifest["ended_at"]
+    recipes = {run.run_id: run.recipe_digest for run in plan(["table2"], "smoke", (0,)).runs}
+    assert {run.run_id: run.manifest()["recipe_digest"] for run in table2.runs} == recipes
 
 
 def test_a_rerun_skips_finished_runs_and_force_retrains_them_identically(table2: Table2) -> None:
@@ -154,6 +156,24 @@ def test_a_rerun_skips_finished_runs_and_force_retrains_them_identically(table2:
         old_manifest, old_metrics = before[run.run_id]
         assert run.manifest()["started_at"] >= old_manifest["ended_at"]
         assert run.metrics()["bbox"] == old_metrics["bbox"]  # same seed, same machine: the same training
+
+
+def test_a_run_from_an_edited_config_stops_the_study_until_it_is_retrained(table2: Table2) -> None:
+    stale, kept = table2.runs
+    # as if the config had changed since: the run recorded another recipe than its config gives now
+    stale.write_manifest({**stale.manifest(), "recipe_digest": "0123456789abcdef"})
+    before = {run.run_id: (len(attempts(run)), run.metrics()) for run in table2.runs}
+    refused = subprocess.run(study_command(table2.store.root, "table2"), capture_output=True, text=True,
+                             timeout=TIMEOUT_S)
+    assert refused.returncode != 0 and "trained from another version of their config" in refused.stderr
+    assert f"{stale.run_id} ({stale.spec().config} seed 0)" in refused.stderr and kept.run_id not in refused.stderr
+    assert {run.run_id: (len(attempts(run)), run.metrics()) for run in table2.runs} == before
+
+    run_study(table2.store.root, "table2", "--retrain-stale")
+    assert len(attempts(stale)) == before[stale.run_id][0] + 1 and attempts(stale)[-1].start_iter == 0
+    assert stale.manifest()["recipe_digest"] != "0123456789abcdef"
+    assert stale.metrics()["bbox"] == before[stale.run_id][1]["bbox"]  # the config did not really change
+    assert (len(attempts(kept)), kept.metrics()) == before[kept.run_id]
 
 
 def test_kill_9_of_a_running_study_loses_nothing(tmp_path: Path) -> None:

@@ -166,6 +166,7 @@ def _add_study(commands) -> None:
     run.add_argument("--max-concurrent", type=int,
                      help="jobs at a time (default: the CPU count locally, the site's max_concurrent on SLURM)")
     run.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
+    _add_retrain_stale(run)
     run.add_argument("--profile-overhead", action="store_true",
                      help="print the share of wall time spent outside training and evaluation")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -209,6 +210,13 @@ def _add_reproduce(commands) -> None:
                                 "pending or missing)")
     reproduce.add_argument("--no-pages", dest="pages", action="store_false",
                            help="executed notebooks and CSV tables only: no HTML pages, index or figure files")
+    _add_retrain_stale(reproduce)
+
+
+def _add_retrain_stale(command) -> None:
+    command.add_argument("--retrain-stale", action="store_true",
+                         help="retrain from scratch the runs whose config has changed since they trained (without "
+                              "it, such runs stop the command before anything is launched)")
 
 
 def _add_weights(commands) -> None:

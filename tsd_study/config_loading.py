@@ -3,6 +3,8 @@ check its dataset, validate its TSD switches; everything that can be wrong with 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from tsd_study.weights import use_weights_cache, weights_dir
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 CONFIG_PROFILES = ("cpu", "full")  # the folders of packaged configs; study profiles are in studies/profiles.py
+RECIPE_DIGEST_KEY = "tsd_recipe_digest"
+"""Config key ``load_config`` sets: the digest of the recipe (``recipe_digest``), recorded in each run's manifest."""
+RECIPE_DIGEST_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -55,6 +60,7 @@ def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: 
         cfg.merge_from_dict(cfg_options)
     if max_iters is not None:
         set_max_iters(cfg, max_iters)
+    cfg[RECIPE_DIGEST_KEY] = recipe_digest(cfg)
     weights = weights_dir()
     if weights is not None:
         use_weights_cache(cfg, weights, str(config))
@@ -72,6 +78,26 @@ def load_config(config: str | Path, *, dataset: str | None = None, cfg_options: 
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / config_path(config).stem)
     return cfg
+
+
+def recipe_digest(cfg: Config) -> str:
+    """sha256 (first 16 hex digits) of what a config trains and evaluates, as files and overrides give it: the seed
+    left out (a run spec has its own) and taken before anything of this machine (dataset paths, the weights cache,
+    the work dir) is filled in, so that the planner and every job of a run compute the same digest anywhere."""
+    recipe = cfg.to_dict()
+    recipe.pop(RECIPE_DIGEST_KEY, None)
+    randomness = recipe.get("randomness")
+    if isinstance(randomness, dict):
+        recipe["randomness"] = {key: value for key, value in randomness.items() if key != "seed"}
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=_named)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:RECIPE_DIGEST_LENGTH]
+
+
+def _named(value: Any) -> str:
+    """A stable text for what JSON cannot hold: a class or function (mmengine's pure-python configs) by its
+    qualified name, anything else by its repr."""
+    qualname = getattr(value, "__qualname__", None)
+    return f"{value.__module__}.{qualname}" if qualname else repr(value)
 
 
 def set_max_iters(cfg: Config, max_iters: int) -> None:

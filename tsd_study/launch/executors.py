@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tsd_study.runs.listing import status_line
 from tsd_study.runs.plan import Plan, PlannedRun
+from tsd_study.runs.stale import StaleRunsError, stale_runs
 from tsd_study.runs.store import ENDED_STATES, LOG_TAIL_LINES, RunDir, RunState, RunStatus, RunStore, StoreError
 
 from .job_environment import THREADS_VARIABLE
@@ -208,16 +209,20 @@ def make_backend(executor: str, store: RunStore, site: str | Path | Site | None 
     return SlurmBackend(folder=folder, site=profile, max_concurrent=max_concurrent or profile.max_concurrent)
 
 
-def run_plan(plan: Plan, store: RunStore, backend: Backend, *, force: bool = False,
+def run_plan(plan: Plan, store: RunStore, backend: Backend, *, force: bool = False, retrain_stale: bool = False,
              progress: bool = True, show_runs: bool = False) -> dict[str, RunState]:
     """Train every run of ``plan`` that is not finished (all of them with ``force``); returns {run_id: state}.
 
-    ``progress`` draws a bar; ``show_runs`` also prints each run's status line (metrics or error) as it ends.
+    A run trained from another version of its config (``stale_runs``) stops the launch before anything is submitted,
+    unless ``retrain_stale`` retrains it from scratch. ``progress`` draws a bar; ``show_runs`` also prints each run's
+    status line (metrics or error) as it ends.
     """
     backend.check(plan.runs)
+    stale = [] if force else stale_runs(plan, store)
+    if stale and not retrain_stale:
+        raise StaleRunsError.listing(stale, store)
     run_dirs = {run.run_id: store.add(run.spec, run.uses) for run in plan.runs}
-    if force:
-        _discard(list(run_dirs.values()))
+    _discard(list(run_dirs.values()) if force else [run_dirs[run.run_id] for run in stale])
     return _Scheduler(plan, run_dirs, backend, progress, show_runs).run()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tsd_study.runs.plan import DEFAULT_SEEDS, Plan, plan
+from tsd_study.runs.stale import StaleRunsError, stale_runs
 from tsd_study.runs.store import RunState, RunStore
 from tsd_study.studies.profiles import Profile, get_profile, study_profile
 
@@ -22,8 +23,10 @@ from .executors import check_executor, make_backend, run_plan
 class StudyRequest:
     """What to run: the profile (with ``dataset`` in place of its own when given), the seeds, the run store (None:
     ``default_store()``), the executor with its SLURM site profile (slurm only), jobs at a time (None: the
-    executor's default), whether finished runs are reused (False retrains them from scratch) and whether anything
-    is launched at all (False reports the runs the store already holds, e.g. while a cluster still trains the rest).
+    executor's default), whether finished runs are reused (False retrains them from scratch), whether runs
+    trained from another version of their config are retrained (``runs.stale``; without it they stop the request)
+    and whether anything is launched at all (False reports the runs the store already holds, e.g. while a cluster
+    still trains the rest).
 
     Every field is checked on construction; a bad one is a one-line ValueError that starts with its name.
     """
@@ -37,6 +40,7 @@ class StudyRequest:
     reuse: bool = True
     dataset: str | None = None
     launch: bool = True
+    retrain_stale: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -49,11 +53,13 @@ class StudyRequest:
         if self.store is not None and not isinstance(self.store, Path):
             raise ValueError(f"store: expected a path or None, got {self.store!r}")
         check_executor(self.executor, self.site, self.max_concurrent)
-        for name in ("reuse", "launch"):
+        for name in ("reuse", "launch", "retrain_stale"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         if not (self.reuse or self.launch):
             raise ValueError("reuse: False retrains runs, which needs launch=True")
+        if self.retrain_stale and not self.launch:
+            raise ValueError("retrain_stale: True retrains runs, which needs launch=True")
         if self.dataset is not None and not isinstance(self.dataset, str):
             raise ValueError(f"dataset: expected a dataset reference or None, got {self.dataset!r}")
 
@@ -78,7 +84,7 @@ class StudyRequest:
         command has it) means no reuse, ``--no-launch`` (where it has it) launches nothing."""
         return cls(profile=args.profile, seeds=args.seeds, store=args.store, executor=args.executor, site=args.site,
                    max_concurrent=args.max_concurrent, reuse=not getattr(args, "force", False),
-                   launch=not getattr(args, "no_launch", False))
+                   launch=not getattr(args, "no_launch", False), retrain_stale=args.retrain_stale)
 
     @property
     def resolved_profile(self) -> Profile:
@@ -123,9 +129,13 @@ def run_study(request: StudyRequest, studies: Sequence[str], *, progress: bool =
     store = request.run_store
     if not request.launch:
         planned = plan(list(studies), request.resolved_profile, request.seeds)
+        stale = stale_runs(planned, store)
+        if stale:
+            raise StaleRunsError.listing(stale, store)
         return StudyRun(planned, {run.run_id: store.run(run.run_id).state() for run in planned.runs}, 0)
     backend = make_backend(request.executor, store, site=request.site, max_concurrent=request.max_concurrent)
     planned = plan(list(studies), request.resolved_profile, request.seeds)
     submitted = planned.longest_first(expected_s) if expected_s else planned
-    states = run_plan(submitted, store, backend, force=not request.reuse, progress=progress, show_runs=show_runs)
+    states = run_plan(submitted, store, backend, force=not request.reuse, retrain_stale=request.retrain_stale,
+                      progress=progress, show_runs=show_runs)
     return StudyRun(planned, states, backend.max_concurrent)

@@ -27,7 +27,7 @@ from mmengine.runner import Runner
 
 from tsd_study.atomic import write_bytes_atomic, write_json_atomic
 from tsd_study.bench.latency import measure_latency
-from tsd_study.config_loading import load_config
+from tsd_study.config_loading import RECIPE_DIGEST_KEY, ConfigError, load_config
 from tsd_study.data.catalog import config_list
 from tsd_study.metrics import IOU_TYPES, evaluate_coco
 from tsd_study.models.derived_proposals import dump_derived_proposals
@@ -128,9 +128,11 @@ def _start_attempt(run: RunDir, context: JobContext) -> None:
         status.attempts.append(Attempt(started_at=started_at, executor=context.executor, job_id=context.job_id,
                                        host=socket.gethostname(), start_iter=start_iter))
 
+    checkpoint_recipe = run.trained_recipe() if start_iter else None  # the recipe the checkpoint was trained from
     run.update_status(running)
     run.write_manifest(build_manifest(run.spec(), executor=context.executor, job_id=context.job_id,
-                                      device=_device(), started_at=started_at, start_iter=start_iter))
+                                      device=_device(), started_at=started_at, start_iter=start_iter,
+                                      recipe_digest=checkpoint_recipe))
 
 
 def _finish(run: RunDir, metrics: dict[str, Any]) -> None:
@@ -177,6 +179,7 @@ def _train_and_evaluate(run: RunDir, context: JobContext, hooks: Sequence[Hook])
     measurement and Fig. 5's dump.
     """
     cfg = _build_config(run, context)
+    _check_recipe(run, cfg, record=context.is_main)
     began = time.perf_counter()
     runner = Runner.from_cfg(cfg)
     curve = LearningCurveHook(run.work_dir, cfg.val_evaluator.ann_file, _iou_types(cfg))
@@ -210,6 +213,17 @@ def _build_config(run: RunDir, context: JobContext) -> Config:
     if context.num_tasks > 1:
         _prepare_distributed(cfg, context)
     return cfg
+
+
+def _check_recipe(run: RunDir, cfg: Config, record: bool) -> None:
+    """Refuse to resume a checkpoint trained from another version of the config (every task, alike); ``record``
+    (task 0) writes the config's recipe digest into the manifest."""
+    digest, recorded = cfg[RECIPE_DIGEST_KEY], run.trained_recipe()
+    if recorded is not None and recorded != digest:
+        raise ConfigError(f"{run.path}: its checkpoint was trained from another version of {run.spec().config} "
+                          f"(recipe {recorded}, now {digest}): retrain it from scratch (--retrain-stale)")
+    if record:
+        run.write_manifest({**(run.manifest() or {}), "recipe_digest": digest})
 
 
 def _iou_types(cfg: Config) -> tuple[str, ...]:

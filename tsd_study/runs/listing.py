@@ -8,6 +8,7 @@ from tsd_study.studies import load_study, study_names
 from tsd_study.studies.profiles import PROFILES
 
 from .plan import Plan
+from .stale import stale_runs
 from .store import RunDir, RunState, RunStore
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "mask_AP", "latency_ms", "params_M")
@@ -27,8 +28,10 @@ def format_studies() -> str:
 
 
 def format_plan(plan: Plan, store: RunStore) -> str:
-    """The distinct runs of a plan, what shares them, and their state in ``store`` (``new`` when absent)."""
-    states = [_stored_state(store.run(run.run_id)) for run in plan.runs]
+    """The distinct runs of a plan, what shares them, and their state in ``store`` (``new`` when absent, ``stale``
+    when trained from another version of its config)."""
+    stale = {run.run_id for run in stale_runs(plan, store)}
+    states = ["stale" if run.run_id in stale else _stored_state(store.run(run.run_id)) for run in plan.runs]
     existing = sum(state != "new" for state in states)
     lines = [f"{', '.join(plan.studies)} in profile {plan.profile}, seeds {','.join(map(str, plan.seeds))}: "
              f"{plan.cells} table cells need {plan.distinct_runs} distinct runs, {len(plan.shared_runs)} shared "

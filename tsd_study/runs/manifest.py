@@ -17,8 +17,9 @@ GIT_TIMEOUT_S = 10
 
 
 def build_manifest(spec: RunSpec, *, executor: str, job_id: str | None, device: str, started_at: str,
-                   start_iter: int) -> dict[str, Any]:
-    """The manifest of an attempt that starts now; ``ended_at`` is filled in when it finishes."""
+                   start_iter: int, recipe_digest: str | None = None) -> dict[str, Any]:
+    """The manifest of an attempt that starts now; ``ended_at`` is filled in when it finishes, ``recipe_digest``
+    (``config_loading.recipe_digest`` of the config it trains) once the attempt has loaded its config."""
     return {
         "spec": spec.to_dict(),
         "git_commit": git_commit(),
@@ -30,6 +31,7 @@ def build_manifest(spec: RunSpec, *, executor: str, job_id: str | None, device: 
         "started_at": started_at,
         "ended_at": None,
         "start_iter": start_iter,
+        "recipe_digest": recipe_digest,
     }
 
 

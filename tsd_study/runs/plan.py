@@ -32,14 +32,16 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """A distinct run, the study rows that use it (``study/row``), the resources its config asks for and its model
-    in words (``model_description.describe_model``)."""
+    """A distinct run, the study rows that use it (``study/row``), the resources its config asks for, its model
+    in words (``model_description.describe_model``) and the digest of its config's recipe as the config files give
+    it now (``config_loading.recipe_digest``; a run that recorded another one is stale)."""
 
     spec: RunSpec
     uses: tuple[str, ...]
     gpus: int
     cpu_tasks: int
     model: str = ""
+    recipe_digest: str = ""
 
     @property
     def run_id(self) -> str:
@@ -107,8 +109,8 @@ def plan(studies: Sequence[str | Study], profile: str | Profile, seeds: Sequence
     runs = [
         PlannedRun(spec=RunSpec(config=cell.config, overrides=cell.overrides, profile=profile.name, dataset=dataset,
                                 seed=seed, max_iters=profile.max_iters),
-                   uses=cell.uses, gpus=gpus, cpu_tasks=cpu_tasks, model=model)
-        for seed in seeds for cell, (dataset, gpus, cpu_tasks, model) in zip(cells, resolved, strict=True)
+                   uses=cell.uses, gpus=gpus, cpu_tasks=cpu_tasks, model=model, recipe_digest=digest)
+        for seed in seeds for cell, (dataset, gpus, cpu_tasks, model, digest) in zip(cells, resolved, strict=True)
     ]
     return Plan(profile=profile.name, studies=tuple(study.name for study in loaded), seeds=tuple(seeds),
                 runs=tuple(runs))
@@ -163,10 +165,11 @@ def _cells(studies: list[Study], profile: Profile, problems: list[str]) -> list[
     return [_Cell(config, overrides, tuple(uses[key])) for key, (config, overrides) in first.items()]
 
 
-def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) -> list[tuple[str, int, int, str]]:
-    """Load each cell's config once; its dataset reference, GPUs, CPU tasks and model description, or a problem line
-    naming its rows."""
-    from tsd_study.config_loading import load_config  # mmengine's Config: only when a plan is made
+def _resolve_configs(cells: list[_Cell], profile: Profile,
+                     problems: list[str]) -> list[tuple[str, int, int, str, str]]:
+    """Load each cell's config once; its dataset reference, GPUs, CPU tasks, model description and recipe digest,
+    or a problem line naming its rows."""
+    from tsd_study.config_loading import RECIPE_DIGEST_KEY, load_config  # mmengine's Config: only when planning
     from tsd_study.model_description import describe_model
 
     resolved = []
@@ -175,12 +178,13 @@ def _resolve_configs(cells: list[_Cell], profile: Profile, problems: list[str]) 
             cfg = load_config(cell.config, dataset=profile.dataset, cfg_options=cell.overrides,
                                      max_iters=profile.max_iters, import_modules=False)
             resolved.append((str(cfg.tsd_dataset), _count(cfg, GPUS_KEY, default=0, minimum=0),
-                             _count(cfg, CPU_TASKS_KEY, default=1, minimum=1), describe_model(cfg)))
+                             _count(cfg, CPU_TASKS_KEY, default=1, minimum=1), describe_model(cfg),
+                             cfg[RECIPE_DIGEST_KEY]))
         except Exception as error:  # every way a config fails to load is a problem to list
             overrides = f" with overrides {cell.overrides}" if cell.overrides else ""
             kind = "" if isinstance(error, ValueError) else f"{type(error).__name__}: "
             problems.append(f"{', '.join(cell.uses)} ({cell.config}{overrides}): {kind}{error}")
-            resolved.append(("", 0, 1, ""))
+            resolved.append(("", 0, 1, "", ""))
     return resolved
 
 

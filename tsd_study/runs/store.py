@@ -241,6 +241,11 @@ class RunDir:
         file = self.path / "manifest.json"
         return _read_json(file) if file.is_file() else None
 
+    def trained_recipe(self) -> str | None:
+        """The recipe digest of the config the run was trained from, as its training recorded it; None before it
+        recorded one (and for runs trained before digests were recorded)."""
+        return (self.manifest() or {}).get("recipe_digest")
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomic(self.path / "manifest.json", manifest, indent=2)
 

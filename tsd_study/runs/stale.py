@@ -1,0 +1,37 @@
+"""Stale runs: runs whose config has changed since they trained.
+
+A run is named by its spec (config name, overrides, profile, dataset, seed, schedule length), not by what the config
+file says, so editing a config keeps its runs' names. Each training records the digest of the recipe it trains
+(``config_loading.recipe_digest``); a plan computes the digest its configs give now, and a run that recorded another
+one is stale: its metrics answer a question the study no longer asks, its checkpoints belong to another recipe.
+"""
+from __future__ import annotations
+
+from .plan import Plan, PlannedRun
+from .store import RunStore, StoreError
+
+LISTED_RUNS = 4
+
+
+class StaleRunsError(StoreError):
+    """Runs of a plan were trained from another version of their config; the message lists them and what to do."""
+
+    @classmethod
+    def listing(cls, stale: list[PlannedRun], store: RunStore) -> StaleRunsError:
+        """The one-line error that names the stale runs (the first few) and the ways on."""
+        listed = ", ".join(f"{run.run_id} ({run.spec.config} seed {run.spec.seed})" for run in stale[:LISTED_RUNS])
+        more = f" and {len(stale) - LISTED_RUNS} more" if len(stale) > LISTED_RUNS else ""
+        return cls(f"{store.root}: {len(stale)} run(s) were trained from another version of their config: "
+                   f"{listed}{more}; retrain them (tsd-study study run or reproduce with --retrain-stale), or use "
+                   f"another store")
+
+
+def stale_runs(plan: Plan, store: RunStore) -> list[PlannedRun]:
+    """The plan's runs in ``store``, finished or partly trained, whose recorded recipe differs from their config's
+    now (runs trained before recipes were recorded are taken as they are)."""
+    stale = []
+    for run in plan.runs:
+        trained = store.run(run.run_id).trained_recipe()
+        if trained is not None and run.recipe_digest and trained != run.recipe_digest:
+            stale.append(run)
+    return stale
