@@ -86,18 +86,22 @@ def recipe_digest(cfg: Config) -> str:
     the work dir) is filled in, so that the planner and every job of a run compute the same digest anywhere."""
     recipe = cfg.to_dict()
     recipe.pop(RECIPE_DIGEST_KEY, None)
-    randomness = recipe.get("randomness")
-    if isinstance(randomness, dict):
-        recipe["randomness"] = {key: value for key, value in randomness.items() if key != "seed"}
+    # without the seed, and without the key altogether where only a seed set it (the full configs have none)
+    randomness = {key: value for key, value in (recipe.pop("randomness", None) or {}).items() if key != "seed"}
+    if randomness:
+        recipe["randomness"] = randomness
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=_named)
     return hashlib.sha256(canonical.encode()).hexdigest()[:RECIPE_DIGEST_LENGTH]
 
 
 def _named(value: Any) -> str:
-    """A stable text for what JSON cannot hold: a class or function (mmengine's pure-python configs) by its
-    qualified name, anything else by its repr."""
+    """A class or function in a config (mmengine's pure-python configs) by its qualified name; ConfigError for
+    anything else JSON cannot hold, whose text could differ from one process to the next."""
     qualname = getattr(value, "__qualname__", None)
-    return f"{value.__module__}.{qualname}" if qualname else repr(value)
+    if qualname is None:
+        raise ConfigError(f"a config value of type {type(value).__name__} ({value!r}) has no stable text for the "
+                          f"recipe digest: use plain values, or a class or function")
+    return f"{value.__module__}.{qualname}"
 
 
 def set_max_iters(cfg: Config, max_iters: int) -> None:

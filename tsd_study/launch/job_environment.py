@@ -19,9 +19,9 @@ import submitit
 from filelock import FileLock, Timeout
 
 from tsd_study.atomic import write_json_atomic
+from tsd_study.runs.store import CHECKPOINT_PATTERN
 
 THREADS_VARIABLE = "TSD_STUDY_THREADS"  # the torch threads of a job: set by the executors, read by the training
-CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pth")
 GATE_BEAT_S = 30.0  # task 0 rewrites its gate file this often while it waits for the run's lock
 GATE_SILENCE_S = 600.0  # the other tasks give up after this long without a word or a beat from task 0
 GATE_POLL_S = 0.5

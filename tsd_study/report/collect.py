@@ -21,6 +21,7 @@ import pandas as pd
 
 from tsd_study.metrics.table_metrics import table_metrics
 from tsd_study.runs.plan import Plan, plan
+from tsd_study.runs.stale import StaleRunsError, stale_runs
 from tsd_study.runs.store import RunDir, RunState, RunStore
 from tsd_study.studies import Row, Study, load_study
 from tsd_study.studies.profiles import Profile, get_profile, study_profile
@@ -266,6 +267,7 @@ def collect(study: Study | str, profile: str | Profile, seeds: Sequence[int], st
     (default: ``default_store()``).
 
     ``planned``: a plan that covers the study (e.g. the one its runs were launched with), to skip re-planning.
+    Raises StaleRunsError when runs were trained from another version of their config.
     """
     study = load_study(study) if isinstance(study, str) else study
     profile = study_profile(profile)
@@ -275,6 +277,9 @@ def collect(study: Study | str, profile: str | Profile, seeds: Sequence[int], st
     models = {use.split("/", 1)[1]: run.model for run in planned.runs for use in run.uses
               if use.startswith(f"{study.name}/")}
     run_store = RunStore(store)
+    stale = stale_runs(planned, run_store)
+    if stale:
+        raise StaleRunsError.listing(stale, run_store)
     runs = []
     for row in study.rows_for(profile.name):
         if not row.runs_in(profile.name):

@@ -18,8 +18,9 @@ GIT_TIMEOUT_S = 10
 
 def build_manifest(spec: RunSpec, *, executor: str, job_id: str | None, device: str, started_at: str,
                    start_iter: int, recipe_digest: str | None = None) -> dict[str, Any]:
-    """The manifest of an attempt that starts now; ``ended_at`` is filled in when it finishes, ``recipe_digest``
-    (``config_loading.recipe_digest`` of the config it trains) once the attempt has loaded its config."""
+    """The manifest of an attempt that starts now; ``ended_at`` is filled in when it finishes. ``recipe_digest``
+    (``config_loading.recipe_digest``) is, at the start, that of the checkpoint the attempt resumes (None for a
+    fresh start), and that of the config it trains once it has loaded the config."""
     return {
         "spec": spec.to_dict(),
         "git_commit": git_commit(),

@@ -27,11 +27,14 @@ class StaleRunsError(StoreError):
 
 
 def stale_runs(plan: Plan, store: RunStore) -> list[PlannedRun]:
-    """The plan's runs in ``store``, finished or partly trained, whose recorded recipe differs from their config's
-    now (runs trained before recipes were recorded are taken as they are)."""
+    """The plan's runs in ``store`` holding metrics or a checkpoint from a recipe other than their config's now (runs
+    trained before recipes were recorded are taken as they are; one that failed before its first checkpoint holds
+    nothing to be stale)."""
     stale = []
     for run in plan.runs:
-        trained = store.run(run.run_id).trained_recipe()
-        if trained is not None and run.recipe_digest and trained != run.recipe_digest:
+        run_dir = store.run(run.run_id)
+        trained = run_dir.trained_recipe()
+        # run.recipe_digest is empty only in a PlannedRun built by hand: plan() gives every run its digest
+        if trained is not None and run.recipe_digest and trained != run.recipe_digest and run_dir.has_trained():
             stale.append(run)
     return stale

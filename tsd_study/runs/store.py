@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +59,8 @@ METRIC_KEYS = ("bbox", "latency_ms", "params_M", "iters", "train_seconds", "eval
 """Keys every metrics.json holds; mask models add "segm"."""
 DERIVED_PROPOSALS = "derived_proposals.json"
 LOG_TAIL_LINES = 40
+CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pth")
+"""The training's checkpoints in ``work/``: ``iter_<iterations done>.pth``."""
 TRAINING_LOCK = ".run.lock"
 CLAIM_LOCK = ".claim.lock"
 STATUS_LOCK_TIMEOUT_S = 60.0
@@ -240,6 +243,11 @@ class RunDir:
     def manifest(self) -> dict[str, Any] | None:
         file = self.path / "manifest.json"
         return _read_json(file) if file.is_file() else None
+
+    def has_trained(self) -> bool:
+        """Whether the run holds anything trained: its metrics, or a checkpoint in ``work/``."""
+        return self.metrics() is not None or any(CHECKPOINT_PATTERN.fullmatch(path.name)
+                                                 for path in self.work_dir.glob("iter_*.pth"))
 
     def trained_recipe(self) -> str | None:
         """The recipe digest of the config the run was trained from, as its training recorded it; None before it
