@@ -124,3 +124,6 @@ def test_index_links_only_the_notebooks_that_ran(tmp_path: Path, reports: list[S
     page = (tmp_path / "index.html").read_text()
     assert page.count(">notebook page</a>") == 1 and 'href="table1.html"' in page
     assert "Notebooks that failed" not in page
+    assert 'href="overview.html"' not in page  # reproduce --only renders no overview
+    write_index(reports, get_profile("cpu"), (0,), tmp_path, notebooks={"table1", "overview"}, failures={})
+    assert 'href="overview.html"' in (tmp_path / "index.html").read_text()

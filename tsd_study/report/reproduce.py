@@ -229,6 +229,7 @@ def write_index(reports: Sequence[StudyReport], profile: Profile, seeds: tuple[i
                 for report in reports]
     page = environment.get_template("index.html.j2").render(
         profile=profile, seeds=seeds, sections=sections, failures=failures, verdict_rule=rule_text(profile.name),
+        overview=OVERVIEW in notebooks,
         verdicts=verdict_table(tuple(claim for report in reports for claim in report.claims)).to_dict("records"))
     write_text_atomic(out / "index.html", page)
 
