@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,25 @@ def _process_places(proc: Path) -> list[str]:
     return places
 
 
+def cancel_jobs_of_an_earlier_session(cluster: LocalSlurm) -> None:
+    """Cancels the jobs slurmctld recovered from its state directory and waits until they are gone.
+
+    A session killed before its `stop` (or a machine copied while one ran) leaves jobs in the saved state; when the
+    daemons start again SLURM requeues them as after a node reboot and runs them, holding the node.
+    """
+    job_ids = cluster.command("squeue", "--noheader", "--format=%A").split()
+    if not job_ids:
+        return
+    print(f"local-slurm: cancelling jobs {' '.join(job_ids)} recovered from an earlier session")
+    cluster.command("scancel", *job_ids)
+    deadline = time.monotonic() + COMMAND_TIMEOUT_S
+    while cluster.command("squeue", "--noheader", "--format=%A").strip():
+        if time.monotonic() > deadline:
+            pytest.fail(f"jobs {' '.join(job_ids)} recovered from an earlier session still queued after "
+                        f"{COMMAND_TIMEOUT_S}s of scancel")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def local_slurm() -> Iterator[LocalSlurm]:
     """Starts the cluster for the test session (skips where it cannot run), stops it at the end."""
@@ -100,6 +120,7 @@ def local_slurm() -> Iterator[LocalSlurm]:
         pytest.skip(f"no local SLURM cluster on this machine: {started.stderr.strip()}")
     if started.returncode != 0:
         pytest.fail(f"local-slurm start failed ({started.returncode}):\n{started.stderr}")
+    cancel_jobs_of_an_earlier_session(cluster)
     yield cluster
     stopped = cluster.script("stop")
     assert stopped.returncode == 0, f"local-slurm stop failed:\n{stopped.stderr}"

@@ -119,7 +119,8 @@ def test_status_shows_every_daemon_running_and_the_node_idle(local_slurm: LocalS
         return re.search(r"^local\*\s+up\s+infinite\s+1\s+idle\s", local_slurm.script("status").stdout,
                          re.MULTILINE) is not None
 
-    wait_until(idle, lambda: f"the node is not idle: {local_slurm.script('status').stdout}")
+    wait_until(idle, lambda: f"the node is not idle: {local_slurm.script('status').stdout}"
+                             f"{local_slurm.command('squeue', '--all')}")
     status = local_slurm.script("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert all(re.fullmatch(r"running \(pid \d+\)", rest) for rest in daemon_lines(status.stdout).values())
