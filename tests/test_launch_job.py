@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from tsd_study.config_loading import ConfigError
-from tsd_study.launch.job_environment import latest_checkpoint
 from tsd_study.launch.training import train_and_evaluate
 from tsd_study.runs import RunSpec, RunStore
+from tsd_study.runs.store import latest_checkpoint
 
 SPEC = RunSpec(config="cpu/faster_rcnn", overrides={}, profile="smoke", dataset="shapes:48", seed=0, max_iters=6)
 EVALUATION = {"stats": [0.25] * 12, "breakdown": []}

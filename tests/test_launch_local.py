@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from tsd_study.data import resolve_dataset
-from tsd_study.launch.job_environment import latest_checkpoint
 from tsd_study.launch.executors import SUBMITIT_DIR
 from tsd_study.metrics import evaluate_coco
 from tsd_study.runs import RunDir, RunStore, plan
-from tsd_study.runs.store import STATES
+from tsd_study.runs.store import STATES, latest_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-from tsd_study.launch.job_environment import latest_checkpoint
 from tsd_study.launch.stop_signals import KEEP_CHECKPOINTS_INFO, StopSignalHook
+from tsd_study.runs.store import latest_checkpoint
 
 MAX_ITERS = 10
 

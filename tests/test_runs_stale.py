@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmengine.config import Config
 
@@ -127,7 +128,9 @@ def test_a_run_that_failed_before_its_first_checkpoint_holds_nothing_stale(
     planned = plan(["table2"], "smoke", (0,))
     assert stale_runs(planned, store) == []
     run_dir.work_dir.mkdir(parents=True)
-    (run_dir.work_dir / "iter_2.pth").write_bytes(b"")  # a checkpoint of the other recipe: resuming it is refused
+    (run_dir.work_dir / "iter_2.pth").write_bytes(b"PK")  # cut off while torch wrote it: nothing to resume
+    assert stale_runs(planned, store) == []
+    torch.save({}, run_dir.work_dir / "iter_2.pth")  # a checkpoint of the other recipe: resuming it is refused
     assert stale_runs(planned, store) == [first]
 
 
@@ -137,7 +140,7 @@ def test_stale_runs_stop_a_launch_before_anything_is_submitted(finished_table2: 
     unfinished = store.run(second.run_id)  # half trained from another recipe: a launch would submit it
     unfinished.metrics_file.unlink()
     unfinished.work_dir.mkdir(parents=True)
-    (unfinished.work_dir / "iter_2.pth").write_bytes(b"")
+    torch.save({}, unfinished.work_dir / "iter_2.pth")
     edit_recorded_recipe(store, second.run_id, "0123456789abcdef")
     planned = plan(["table2"], "smoke", (0,))
     with pytest.raises(StaleRunsError) as raised:

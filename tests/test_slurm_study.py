@@ -24,9 +24,9 @@ import yaml
 
 from tsd_study.launch import make_backend, run_plan
 from tsd_study.launch.executors import SUBMITIT_DIR, Backend
-from tsd_study.launch.job_environment import latest_checkpoint
 from tsd_study.launch.sites import SITES_DIR
 from tsd_study.runs import Plan, RunDir, RunStore, plan
+from tsd_study.runs.store import latest_checkpoint
 from tsd_study.studies import Study, parse_study
 from tsd_study.studies.profiles import Profile
 

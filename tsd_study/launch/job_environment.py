@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import submitit
 from filelock import FileLock, Timeout
 
 from tsd_study.atomic import write_json_atomic
-from tsd_study.runs.store import CHECKPOINT_PATTERN
 
 THREADS_VARIABLE = "TSD_STUDY_THREADS"  # the torch threads of a job: set by the executors, read by the training
 GATE_BEAT_S = 30.0  # task 0 rewrites its gate file this often while it waits for the run's lock
@@ -111,16 +109,3 @@ class TaskGate:
             if time.monotonic() - changed > self.silence_s:
                 raise RuntimeError(f"{self.path}: no word from task 0 for {self.silence_s:.0f} s; is it alive?")
             time.sleep(self.poll_s)
-
-
-def latest_checkpoint(work_dir: Path) -> tuple[Path | None, int]:
-    """The checkpoint with the most iterations whose file is complete, and that count ((None, 0) without one).
-
-    A process killed while torch wrote a checkpoint leaves a zip without its central directory, which is skipped.
-    """
-    found = [(int(match.group(1)), path) for path in work_dir.glob("iter_*.pth")
-             if (match := CHECKPOINT_PATTERN.fullmatch(path.name))]
-    for iteration, path in sorted(found, reverse=True):
-        if zipfile.is_zipfile(path):
-            return path, iteration
-    return None, 0

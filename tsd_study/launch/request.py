@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tsd_study.runs.plan import DEFAULT_SEEDS, Plan, plan
-from tsd_study.runs.stale import StaleRunsError, stale_runs
+from tsd_study.runs.stale import check_not_stale
 from tsd_study.runs.store import RunState, RunStore
 from tsd_study.studies.profiles import Profile, get_profile, study_profile
 
@@ -129,9 +129,7 @@ def run_study(request: StudyRequest, studies: Sequence[str], *, progress: bool =
     store = request.run_store
     if not request.launch:
         planned = plan(list(studies), request.resolved_profile, request.seeds)
-        stale = stale_runs(planned, store)
-        if stale:
-            raise StaleRunsError.listing(stale, store)
+        check_not_stale(planned, store)
         return StudyRun(planned, {run.run_id: store.run(run.run_id).state() for run in planned.runs}, 0)
     backend = make_backend(request.executor, store, site=request.site, max_concurrent=request.max_concurrent)
     planned = plan(list(studies), request.resolved_profile, request.seeds)

@@ -31,7 +31,7 @@ import submitit
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from .job_environment import latest_checkpoint
+from tsd_study.runs.store import latest_checkpoint
 
 SCONTROL_TIMEOUT_S = 10
 KEEP_CHECKPOINTS_INFO = "keep_ckpt_ids"  # mmengine's CheckpointHook rotates the checkpoints it lists there

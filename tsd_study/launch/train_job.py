@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from tsd_study.runs.store import REQUEUED, RunDir, RunState, RunStatus
-
-from .job_environment import latest_checkpoint
+from tsd_study.runs.store import REQUEUED, RunDir, RunState, RunStatus, latest_checkpoint
 
 if TYPE_CHECKING:
     from .stop_signals import StopSignalHook

@@ -36,9 +36,9 @@ from tsd_study.models.tsd_roi_head import TSDRoIHead
 from tsd_study.output import line_buffered_output
 from tsd_study.random_state import RandomStateHook
 from tsd_study.runs.manifest import build_manifest
-from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunState, RunStatus, now
+from tsd_study.runs.store import LOG_TAIL_LINES, Attempt, RunDir, RunState, RunStatus, latest_checkpoint, now
 
-from .job_environment import FAILED, FINISHED, THREADS_VARIABLE, TRAIN, JobContext, TaskGate, latest_checkpoint
+from .job_environment import FAILED, FINISHED, THREADS_VARIABLE, TRAIN, JobContext, TaskGate
 
 LATENCY_IMAGES = 30
 LATENCY_WARMUP = 5

@@ -21,7 +21,7 @@ import pandas as pd
 
 from tsd_study.metrics.table_metrics import table_metrics
 from tsd_study.runs.plan import Plan, plan
-from tsd_study.runs.stale import StaleRunsError, stale_runs
+from tsd_study.runs.stale import check_not_stale
 from tsd_study.runs.store import RunDir, RunState, RunStore
 from tsd_study.studies import Row, Study, load_study
 from tsd_study.studies.profiles import Profile, get_profile, study_profile
@@ -277,9 +277,7 @@ def collect(study: Study | str, profile: str | Profile, seeds: Sequence[int], st
     models = {use.split("/", 1)[1]: run.model for run in planned.runs for use in run.uses
               if use.startswith(f"{study.name}/")}
     run_store = RunStore(store)
-    stale = stale_runs(planned, run_store)
-    if stale:
-        raise StaleRunsError.listing(stale, run_store)
+    check_not_stale(planned, run_store)
     runs = []
     for row in study.rows_for(profile.name):
         if not row.runs_in(profile.name):

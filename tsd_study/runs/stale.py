@@ -38,3 +38,10 @@ def stale_runs(plan: Plan, store: RunStore) -> list[PlannedRun]:
         if trained is not None and run.recipe_digest and trained != run.recipe_digest and run_dir.has_trained():
             stale.append(run)
     return stale
+
+
+def check_not_stale(plan: Plan, store: RunStore) -> None:
+    """Raises StaleRunsError naming the plan's stale runs in ``store``, if it holds any."""
+    stale = stale_runs(plan, store)
+    if stale:
+        raise StaleRunsError.listing(stale, store)

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -245,9 +246,8 @@ class RunDir:
         return _read_json(file) if file.is_file() else None
 
     def has_trained(self) -> bool:
-        """Whether the run holds anything trained: its metrics, or a checkpoint in ``work/``."""
-        return self.metrics() is not None or any(CHECKPOINT_PATTERN.fullmatch(path.name)
-                                                 for path in self.work_dir.glob("iter_*.pth"))
+        """Whether the run holds anything trained: its metrics, or a complete checkpoint in ``work/``."""
+        return self.metrics() is not None or latest_checkpoint(self.work_dir)[0] is not None
 
     def trained_recipe(self) -> str | None:
         """The recipe digest of the config the run was trained from, as its training recorded it; None before it
@@ -346,3 +346,15 @@ def _read_json(file: Path) -> Any:
     except json.JSONDecodeError as error:
         raise StoreError(f"{file}: not valid JSON ({error.msg} at line {error.lineno})") from None
 
+
+def latest_checkpoint(work_dir: Path) -> tuple[Path | None, int]:
+    """The checkpoint with the most iterations whose file is complete, and that count ((None, 0) without one).
+
+    A process killed while torch wrote a checkpoint leaves a zip without its central directory, which is skipped.
+    """
+    found = [(int(match.group(1)), path) for path in work_dir.glob("iter_*.pth")
+             if (match := CHECKPOINT_PATTERN.fullmatch(path.name))]
+    for iteration, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return path, iteration
+    return None, 0
