@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,8 @@ EXIT_UNSUPPORTED = 3  # local-slurm's exit status when this machine cannot host 
 COLD_START_TIMEOUT_S = 900  # the first start installs the Debian packages
 COMMAND_TIMEOUT_S = 120
 CLUSTER_PROCESS_NAMES = frozenset({"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmstepd"})
+JOB_TIMEOUT_S = 120  # every wait is bounded: a broken cluster fails a test after this long
+POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,15 @@ def _process_places(proc: Path) -> list[str]:
     return places
 
 
+def wait_until(done: Callable[[], bool], failure: Callable[[], str], timeout_s: float = JOB_TIMEOUT_S) -> None:
+    """Polls `done` until it holds; after timeout_s fails the test with failure()'s message."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout_s:.0f}s: {failure()}")
+        time.sleep(POLL_S)
+
+
 def cancel_jobs_of_an_earlier_session(cluster: LocalSlurm) -> None:
     """Cancels the jobs slurmctld recovered from its state directory and waits until they are gone.
 
@@ -102,12 +113,8 @@ def cancel_jobs_of_an_earlier_session(cluster: LocalSlurm) -> None:
         return
     print(f"local-slurm: cancelling jobs {' '.join(job_ids)} recovered from an earlier session")
     cluster.command("scancel", *job_ids)
-    deadline = time.monotonic() + COMMAND_TIMEOUT_S
-    while cluster.command("squeue", "--noheader", "--format=%A").strip():
-        if time.monotonic() > deadline:
-            pytest.fail(f"jobs {' '.join(job_ids)} recovered from an earlier session still queued after "
-                        f"{COMMAND_TIMEOUT_S}s of scancel")
-        time.sleep(0.5)
+    wait_until(lambda: not cluster.command("squeue", "--noheader", "--format=%A").strip(),
+               lambda: f"jobs {' '.join(job_ids)} recovered from an earlier session still queued after scancel")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,14 +17,12 @@ import pytest
 import submitit
 import yaml
 
-from slurm_fixtures import LOCAL_SLURM, LocalSlurm, cluster_processes, slurm_conf_of
+from slurm_fixtures import JOB_TIMEOUT_S, LOCAL_SLURM, LocalSlurm, cluster_processes, slurm_conf_of, wait_until
 
 pytestmark = pytest.mark.slurm
 
 LOCAL_PROFILE = LOCAL_SLURM.parent / "sites" / "local.yaml"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
-JOB_TIMEOUT_S = 120  # every wait is bounded: a broken cluster fails a test after this long
-POLL_S = 0.5
 R = TypeVar("R")
 UNFINISHED_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED"}
 
@@ -41,15 +38,6 @@ def sacct_job(cluster: LocalSlurm, job_id: str, fields: str = "State,ExitCode") 
     """The sacct record of a job (allocation only) as a list of field values."""
     out = cluster.command("sacct", "--noheader", "--parsable2", "--allocations", "-j", job_id, "-o", fields)
     return out.strip().splitlines()[0].split("|") if out.strip() else [""]
-
-
-def wait_until(done: Callable[[], bool], failure: Callable[[], str], timeout_s: float = JOB_TIMEOUT_S) -> None:
-    """Polls `done` until it holds; after timeout_s fails the test with failure()'s message."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout_s:.0f}s: {failure()}")
-        time.sleep(POLL_S)
 
 
 def wait_for_sacct_end(cluster: LocalSlurm, job_id: str) -> list[str]:

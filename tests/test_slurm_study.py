@@ -30,8 +30,8 @@ from tsd_study.runs.store import latest_checkpoint
 from tsd_study.studies import Study, parse_study
 from tsd_study.studies.profiles import Profile
 
-from slurm_fixtures import LocalSlurm
-from test_local_slurm import sacct_job, wait_until
+from slurm_fixtures import LocalSlurm, wait_until
+from test_local_slurm import sacct_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
